@@ -1,0 +1,202 @@
+"""The CS 224N task files: where they live, how to fetch them, how to read them.
+
+Tasks (the 2023 default final project, "Multitask BERT"):
+
+| task   | files                         | label                          | paper |
+|--------|-------------------------------|--------------------------------|-------|
+| sst    | ids-sst-{train,dev,test-student}.csv    | sentiment 0-4        | Socher et al. 2013 |
+| cfimdb | ids-cfimdb-{train,dev,test-student}.csv | sentiment 0/1        | Maas et al. 2011 |
+| quora  | quora-{train,dev,test-student}.csv      | is_duplicate 0/1     | Quora 2017 |
+| sts    | sts-{train,dev,test-student}.csv        | similarity 0.0-5.0   | Cer et al. 2017 |
+
+The directory is `$MINBERT_DATA_DIR` if set; otherwise a user cache that is filled by
+downloading from the course's public repository, checking each file's SHA-256.
+Where `quora-train.csv` is missing (the offline copy lacks it) the Quora training set is a
+fixed, seeded split of `quora-dev.csv`, and `quora_fallback()` says so for the results files.
+Introduced in Chapter 1 (notebooks/01_data).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import random
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+SOURCE_URL = "https://raw.githubusercontent.com/gpoesia/minbert-default-final-project/main/data/"
+# SHA-256 of the files as published (commit 7ac8260, 2023-03-03).
+CHECKSUMS = {
+    "ids-cfimdb-dev.csv": "3087f571b66860fe5d035b5a018d08202ad3fd3720e4821c04b2acf6c7ded559",
+    "ids-cfimdb-test-student.csv": "7ae611548c9eac879e9ebb406cc9f8ae68ff12f78090e4965af5cbdfa06240f4",
+    "ids-cfimdb-train.csv": "140fc513045a966109faed46a5c7a898767b96714d71bcb9c15f659129fadcea",
+    "ids-sst-dev.csv": "a186ce94577635fbe10beaaddd50f16cccf6c30973221cefdf90deed2a584bfe",
+    "ids-sst-test-student.csv": "bdd5a767faa0c26782117e37767ece154c30d5d04fb8727d09c71e3850a55c7b",
+    "ids-sst-train.csv": "03b2b625c090f94a6afd59f114cde5282e2053aab0b101e87ed695d8a0c5b1df",
+    "quora-dev.csv": "bfa3cc954a9ba300ae776a980141de65f622a3c1b97e3fd905d63245bc36d5ad",
+    "sts-dev.csv": "ce3cad6f16062586ac7ba462c28b010a9be10c530fd5074165860d7b7ab4e93d",
+    "sts-test-student.csv": "dee455745b72e9ca3ff74e7c056bd73e34bad5b8d5641045a2c1e7e131866f47",
+    "sts-train.csv": "15d12efc2d656fffb1d61ac1f08ec4227f43925fd16f420c037cbd063699c21b",
+}
+# Published too, but too large for the offline copy; their checksums are not recorded here,
+# so a download of these is checked by row count instead.
+UNCHECKED = {"quora-train.csv": 141_506, "quora-test-student.csv": None}
+
+TASKS = {
+    # task: (file stem, columns, label column, label type, is a pair task)
+    "sst": ("ids-sst", ("sentence",), "sentiment", int),
+    "cfimdb": ("ids-cfimdb", ("sentence",), "sentiment", int),
+    "quora": ("quora", ("sentence1", "sentence2"), "is_duplicate", lambda s: int(float(s))),
+    "sts": ("sts", ("sentence1", "sentence2"), "similarity", float),
+}
+SPLITS = {"train": "train", "dev": "dev", "test": "test-student"}
+QUORA_FALLBACK_TRAIN = 16_000  # pairs of quora-dev.csv used for training when quora-train.csv is absent
+QUORA_FALLBACK_SEED = 0
+
+
+class DataError(RuntimeError):
+    """The task files are missing, unreadable or malformed; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One row. `sentence2` is None for single-sentence tasks; `label` None on test files."""
+
+    id: str
+    sentence: str
+    sentence2: str | None = None
+    label: float | int | None = None
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "minbert" / "cs224n"
+
+
+def _missing_message(where: str) -> str:
+    return (
+        f"The CS 224N task files were not found ({where}).\n"
+        "Set MINBERT_DATA_DIR to a folder holding them (ids-sst-train.csv, sts-train.csv, ...),\n"
+        "or run where there is a network so they can be downloaded from\n"
+        f"  {SOURCE_URL}\n"
+        "into the cache. In this repository's CI they are at ../shared/data/cs224n."
+    )
+
+
+def data_dir(download: bool = True) -> Path:
+    """The folder of task files: $MINBERT_DATA_DIR, else the cache (downloading if needed)."""
+    env = os.environ.get("MINBERT_DATA_DIR")
+    if env:
+        path = Path(env).expanduser()
+        if not (path / "ids-sst-train.csv").is_file():
+            raise DataError(_missing_message(f"MINBERT_DATA_DIR={env} has no ids-sst-train.csv"))
+        return path
+    cache = _cache_dir()
+    if all((cache / f).is_file() for f in CHECKSUMS):
+        return cache
+    if not download:
+        raise DataError(_missing_message(f"MINBERT_DATA_DIR is unset and the cache {cache} is empty"))
+    download_task_files(cache)
+    return cache
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_task_files(target: Path, names=None, timeout: float = 30.0) -> None:
+    """Download task files into `target`, verifying checksums; a failed file is not kept."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names or CHECKSUMS:
+        dest = target / name
+        if dest.is_file() and (name not in CHECKSUMS or sha256(dest) == CHECKSUMS[name]):
+            continue
+        tmp = dest.with_suffix(".part")
+        try:
+            with urllib.request.urlopen(SOURCE_URL + name, timeout=timeout) as r, open(tmp, "wb") as f:
+                f.write(r.read())
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise DataError(_missing_message(f"download of {name} failed: {e}")) from None
+        if name in CHECKSUMS and sha256(tmp) != CHECKSUMS[name]:
+            tmp.unlink()
+            raise DataError(f"Downloaded {name} has the wrong SHA-256; the source may have changed.")
+        tmp.replace(dest)
+
+
+def read_task_file(path: Path, columns: tuple[str, ...], label_column: str | None, label_type=float):
+    """Read one tab-separated task file. Rows with an empty label are skipped (quora-dev.csv
+    has two); any other malformed row raises DataError naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Missing task file {path}. " + _missing_message(str(path.parent)).split("\n", 1)[1])
+    examples, skipped = [], 0
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        needed = ["id", *columns] + ([label_column] if label_column else [])
+        absent = [c for c in needed if c not in (reader.fieldnames or [])]
+        if absent:
+            raise DataError(f"{path}, line 1: header lacks column(s) {absent}; found {reader.fieldnames}")
+        for row in reader:
+            line = reader.line_num
+            values = [row.get(c) for c in ("id", *columns)]
+            if any(v is None for v in values) or None in row:
+                raise DataError(f"{path}, line {line}: expected {len(reader.fieldnames)} tab-separated fields")
+            label = None
+            if label_column:
+                raw = (row.get(label_column) or "").strip()
+                if not raw:
+                    skipped += 1
+                    continue
+                try:
+                    label = label_type(raw)
+                except ValueError:
+                    raise DataError(f"{path}, line {line}: bad {label_column} value {raw!r}") from None
+            texts = [v.strip() for v in values[1:]]
+            examples.append(Example(values[0].strip(), *texts, label=label) if len(texts) == 2
+                            else Example(values[0].strip(), texts[0], None, label))
+    if not examples:
+        raise DataError(f"{path} holds no examples")
+    return examples
+
+
+def quora_fallback(directory: Path | None = None) -> str | None:
+    """None when quora-train.csv exists; otherwise a description of the split in use."""
+    directory = directory or data_dir()
+    if (directory / "quora-train.csv").is_file():
+        return None
+    n = len(_read("quora", "dev", directory))
+    return f"quora-train.csv absent: seeded split of quora-dev.csv, {QUORA_FALLBACK_TRAIN} train / {n - QUORA_FALLBACK_TRAIN} dev"
+
+
+def _read(task: str, split: str, directory: Path):
+    stem, columns, label_column, label_type = TASKS[task]
+    labelled = split != "test"
+    return read_task_file(directory / f"{stem}-{SPLITS[split]}.csv", columns,
+                          label_column if labelled else None, label_type)
+
+
+def load_task(task: str, split: str, directory: Path | None = None) -> list[Example]:
+    """Examples of one task and split ("train", "dev" or "test")."""
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; choose from {sorted(TASKS)}")
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; choose from {sorted(SPLITS)}")
+    directory = Path(directory) if directory else data_dir()
+    if task == "quora" and split in ("train", "dev") and not (directory / "quora-train.csv").is_file():
+        pool = _read("quora", "dev", directory)
+        order = list(range(len(pool)))
+        random.Random(QUORA_FALLBACK_SEED).shuffle(order)
+        chosen = order[:QUORA_FALLBACK_TRAIN] if split == "train" else order[QUORA_FALLBACK_TRAIN:]
+        return [pool[i] for i in sorted(chosen)]
+    if task == "quora" and split == "test" and not (directory / "quora-test-student.csv").is_file():
+        raise DataError(
+            f"quora-test-student.csv is not in {directory} (the offline copy lacks it); "
+            f"download it from {SOURCE_URL} where there is a network."
+        )
+    return _read(task, split, directory)

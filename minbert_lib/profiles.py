@@ -1,0 +1,87 @@
+"""Named presets: one switch, the environment variable MINBERT_PROFILE.
+
+| profile | for | cost |
+|---|---|---|
+| quick (default) | CI, nbval, a first read on any CPU | each chapter within about a minute on 2 CPU cores |
+| cpu | reproducing both tables on a laptop with the offline model | a few hours on 2 cores, resumable row by row |
+| paper | a GPU (Colab), bert-base-uncased, the poster's hyperparameters | the poster's runtimes |
+
+The `paper` values are the poster's (DESIGN.md, ALGORITHMS.md). The `quick` and `cpu` values
+are ours, chosen to fit their budgets; every results file records the profile it ran under.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    model: str = "all-MiniLM-L6-v2"
+    max_length: int = 128  # WordPiece tokens per sentence after truncation
+    epochs: int = 1
+    batch_size: int = 32
+    smart_batch_size: int = 32
+    lr_finetune: float = 1e-5
+    lr_pretrain: float = 1e-3  # frozen BERT, trained head ("pretrain" rows)
+    hidden_dropout: float = 0.3
+    # At most this many training / dev examples per task (None: the whole split).
+    train_limit: dict = field(default_factory=dict)
+    dev_limit: dict = field(default_factory=dict)
+    seeds: tuple = (0,)
+
+    def limit(self, task: str, split: str) -> int | None:
+        return (self.train_limit if split == "train" else self.dev_limit).get(task)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_(self, **changes) -> "Profile":
+        return replace(self, **changes)
+
+
+PROFILES = {
+    "quick": Profile(
+        name="quick",
+        description="CI and a first read: small subsets, one epoch, about a minute per chapter on 2 CPU cores",
+        max_length=64,
+        epochs=1,
+        lr_finetune=5e-5,
+        train_limit={"sst": 512, "cfimdb": 128, "quora": 512, "sts": 512},
+        dev_limit={"sst": 256, "cfimdb": 64, "quora": 256, "sts": 256},
+    ),
+    "cpu": Profile(
+        name="cpu",
+        description="both tables on a laptop CPU with the offline MiniLM checkpoint, a few hours on 2 cores",
+        max_length=128,
+        epochs=3,
+        lr_finetune=5e-5,
+    ),
+    "paper": Profile(
+        name="paper",
+        description="the poster's settings on a GPU: bert-base-uncased, full data, 10 epochs",
+        model="bert-base-uncased",
+        max_length=512,
+        epochs=10,
+        batch_size=64,
+        smart_batch_size=16,
+        lr_finetune=1e-5,
+        seeds=(0,),
+    ),
+}
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The profile named, else $MINBERT_PROFILE, else "quick"."""
+    name = name or os.environ.get("MINBERT_PROFILE", "quick")
+    if name not in PROFILES:
+        raise ValueError(f"Unknown profile {name!r} (MINBERT_PROFILE); choose one of {sorted(PROFILES)}")
+    return PROFILES[name]
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
