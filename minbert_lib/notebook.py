@@ -1,13 +1,16 @@
 """What every chapter's first cell does after the library is importable.
 
-`setup_chapter()` seeds every random generator, picks the device, reads the profile from
-$MINBERT_PROFILE, fixes figure formats (so nbval compares stable outputs), and says in one
-line what will run. Used by every chapter (notebooks/*).
+`setup_chapter()` seeds every random generator, picks the device, chooses the profile
+(`choose_profile`: $MINBERT_PROFILE if set; else `paper` on Colab with a GPU; else `quick`),
+fixes figure formats (so nbval compares stable outputs), and says in one line which profile
+runs and why. That line is the same on every local CPU run, so nbval can check it.
+Used by every chapter (notebooks/*).
 """
 from __future__ import annotations
 
 import os
 import random
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,12 +32,29 @@ def seed_everything(seed: int = 0) -> None:
     torch.manual_seed(seed)
 
 
+def on_colab() -> bool:
+    """True inside a Google Colab runtime (the first cell imports google.colab there)."""
+    return "google.colab" in sys.modules
+
+
+def choose_profile(device: torch.device | None = None) -> tuple[Profile, str]:
+    """The profile to run and why: $MINBERT_PROFILE if set, `paper` on Colab with a GPU, else `quick`."""
+    name = os.environ.get("MINBERT_PROFILE", "").strip()
+    device = device or pick_device()
+    if name and name != "quick":
+        return get_profile(name), "from MINBERT_PROFILE"
+    if not name and on_colab() and device.type == "cuda":
+        return get_profile("paper"), "Colab with a GPU; set MINBERT_PROFILE=quick for a quick read"
+    return get_profile("quick"), "the default; MINBERT_PROFILE=cpu or paper trains at full scale"
+
+
 def setup_chapter(seed: int = 0, threads: int | None = None) -> Chapter:
     """Seed, pick device and profile, set plot defaults; print what runs."""
     seed_everything(seed)
     if threads or os.environ.get("MINBERT_THREADS"):
         torch.set_num_threads(int(threads or os.environ["MINBERT_THREADS"]))
-    profile, device = get_profile(), pick_device()
+    device = pick_device()
+    profile, why = choose_profile(device)
     try:  # stable, compact figures in the committed notebooks
         import matplotlib as mpl
         import seaborn as sns
@@ -44,6 +64,5 @@ def setup_chapter(seed: int = 0, threads: int | None = None) -> Chapter:
     except ImportError:
         pass
     where = f"GPU ({torch.cuda.get_device_name(0)})" if device.type == "cuda" else "CPU"
-    hint = "" if profile.name != "quick" or device.type == "cpu" else " (set MINBERT_PROFILE=paper for full scale)"
-    print(f"profile: {profile.name} | device: {where} | model: {profile.model}{hint}")
+    print(f"profile: {profile.name} ({why}) | device: {where} | model: {profile.model}")
     return Chapter(profile, device, seed)
