@@ -1,0 +1,130 @@
+"""What each multitask schedule yields: order, counts, batch sizes, coverage."""
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from minbert_lib import multitask as mt
+
+POSTER = {"sst": 8544, "quora": 141_506, "sts": 6040}  # the poster's training-set sizes
+SMALL = {"sst": 300, "quora": 700, "sts": 200}
+
+
+def _coverage(steps, task):
+    seen = Counter(i for s in steps if s.task == task for i in s.indices)
+    return seen
+
+
+def test_round_robin_order_counts_and_sizes():
+    steps = mt.round_robin(POSTER, batch_size=64)
+    assert len(steps) == 3 * (6040 // 64) == 3 * 94  # ALGORITHMS.md: 94 iterations
+    assert [s.task for s in steps[:6]] == ["sst", "quora", "sts"] * 2
+    assert all(s.batch_size == 64 for s in steps)
+    assert [s.iteration for s in steps[:6]] == [0, 0, 0, 1, 1, 1]
+    # within an epoch no example repeats for any task (every set has >= 94 * 64 examples)
+    for t in POSTER:
+        seen = _coverage(steps, t)
+        assert max(seen.values()) == 1 and len(seen) == 94 * 64
+
+
+def test_round_robin_reshuffles_between_epochs_and_is_reproducible():
+    a = mt.round_robin(SMALL, batch_size=16, epoch=0, seed=0)
+    b = mt.round_robin(SMALL, batch_size=16, epoch=0, seed=0)
+    c = mt.round_robin(SMALL, batch_size=16, epoch=1, seed=0)
+    assert a == b
+    assert [s.indices for s in a] != [s.indices for s in c]
+
+
+def test_round_robin_wraps_a_task_smaller_than_the_anchor():
+    steps = mt.round_robin({"sst": 40, "quora": 500, "sts": 200}, batch_size=16)
+    assert len([s for s in steps if s.task == "sst"]) == 200 // 16
+    assert all(s.batch_size == 16 for s in steps)
+
+
+def test_pretrain_round_robin_quora_alone_first_then_all_three():
+    steps = mt.pretrain_round_robin(POSTER, batch_size=64)
+    iterations = math.ceil(141_506 / 64)
+    rr = 6040 // 64
+    counts = Counter(s.task for s in steps)
+    assert counts == {"quora": iterations, "sst": rr, "sts": rr}
+    first_other = min(i for i, s in enumerate(steps) if s.task != "quora")
+    assert first_other == iterations - rr  # Quora alone for all earlier iterations
+    assert [s.task for s in steps[first_other:first_other + 3]] == ["sst", "quora", "sts"]
+    assert [s.task for s in steps[-3:]] == ["sst", "quora", "sts"]
+    seen = _coverage(steps, "quora")
+    assert len(seen) == 141_506 and max(seen.values()) == 1  # all of Quora, once
+    assert all(s.batch_size == 64 for s in steps if s.task != "quora")
+
+
+def test_interleaved_sees_every_example_exactly_once_with_shrunken_batches():
+    steps = mt.interleaved(POSTER, batch_size=64)
+    iterations = math.ceil(141_506 / 64)
+    assert len(steps) == 3 * iterations
+    summary = mt.summarize(steps)
+    for t, n in POSTER.items():
+        seen = _coverage(steps, t)
+        assert len(seen) == n and max(seen.values()) == 1, t
+        assert summary[t]["steps"] == iterations
+    assert summary["quora"]["batch_sizes"] == [63, 64]
+    assert summary["sst"]["batch_sizes"] == [3, 4]  # the poster: "3"
+    assert summary["sts"]["batch_sizes"] == [2, 3]  # the poster: "2"
+    assert [s.task for s in steps[:3]] == ["sst", "quora", "sts"]
+
+
+def test_proportional_covers_everything_and_visits_by_size():
+    steps = mt.proportional(SMALL, batch_size=16)
+    counts = Counter(s.task for s in steps)
+    assert counts == {t: math.ceil(n / 16) for t, n in SMALL.items()}
+    for t, n in SMALL.items():
+        seen = _coverage(steps, t)
+        assert len(seen) == n and max(seen.values()) == 1
+    assert [s.task for s in steps[:10]] != sorted(s.task for s in steps[:10])  # mixed, not blocked
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 0.0])
+def test_sampled_task_frequencies_follow_n_to_the_alpha(alpha):
+    sizes = {"sst": 1000, "quora": 16000, "sts": 4000}
+    steps = mt.sampled(sizes, batch_size=8, alpha=alpha, steps=6000, seed=1)
+    counts = Counter(s.task for s in steps)
+    probs = mt.task_probabilities(sizes, alpha)
+    for t in sizes:
+        assert abs(counts[t] / 6000 - probs[t]) < 0.03, (t, counts[t], probs[t])
+    assert all(s.batch_size == 8 for s in steps)
+
+
+def test_sqrt_probabilities_and_annealing():
+    p = mt.task_probabilities({"a": 100, "b": 400}, 0.5)
+    assert p["b"] == pytest.approx(2 / 3)
+    assert mt.annealed_alpha(0, 5) == 1.0 and mt.annealed_alpha(4, 5) == pytest.approx(0.2)
+    first = Counter(s.task for s in mt.schedule("annealed", SMALL, 8, epoch=0, epochs=3))
+    last = Counter(s.task for s in mt.schedule("annealed", SMALL, 8, epoch=2, epochs=3))
+    assert first["quora"] / sum(first.values()) > last["quora"] / sum(last.values())
+
+
+def test_single_task_and_bucketing_keep_coverage_but_cut_padding():
+    lengths = np.random.default_rng(0).integers(5, 60, size=500)
+    plain = mt.single_task({"sst": 500}, batch_size=32)
+    bucketed = mt.single_task({"sst": 500}, batch_size=32, lengths={"sst": lengths})
+    for steps in (plain, bucketed):
+        seen = _coverage(steps, "sst")
+        assert len(seen) == 500 and max(seen.values()) == 1
+        assert sorted(s.batch_size for s in steps)[-1] == 32
+    pad = lambda steps: sum(len(s.indices) * max(lengths[list(s.indices)]) for s in steps)
+    assert pad(bucketed) < 0.8 * pad(plain)
+    # bucketing inside interleaved keeps exact coverage too
+    sizes = {"sst": 90, "quora": 200, "sts": 50}
+    lens = {t: np.random.default_rng(1).integers(3, 40, size=n) for t, n in sizes.items()}
+    for t, n in sizes.items():
+        seen = _coverage(mt.interleaved(sizes, 16, lengths=lens), t)
+        assert len(seen) == n and max(seen.values()) == 1
+
+
+def test_schedule_dispatch_and_errors():
+    for name in mt.SCHEDULES:
+        sizes = {"sst": 100} if name == "single" else SMALL
+        assert mt.schedule(name, sizes, 16)
+    with pytest.raises(ValueError):
+        mt.schedule("nope", SMALL, 16)
+    with pytest.raises(ValueError):
+        mt.round_robin({"sst": 10, "quora": 10, "sts": 3}, batch_size=16)
