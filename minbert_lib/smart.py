@@ -1,0 +1,318 @@
+"""SMART: smoothness-inducing adversarial regularization and Bregman proximal point updates.
+
+Implements Jiang et al. (2020), "SMART: Robust and Efficient Fine-Tuning for Pre-trained
+Natural Language Models through Principled Regularized Optimization", Algorithm 1:
+
+    F(θ)  = L(θ) + λ_s · R_s(θ)
+    R_s   = 1/n Σ_i  max_{‖x̃_i − x_i‖_∞ ≤ ε}  ℓ_s(f(x̃_i; θ), f(x_i; θ))      (the adversarial regularizer)
+    θ_t+1 = argmin_θ F(θ) + μ · D_Breg(θ, θ̃_t),
+    D_Breg = 1/n Σ_i ℓ_s(f(x_i; θ), f(x_i; θ̃_t)),   θ̃_t = β θ̃_t−1 + (1 − β) θ_t     (momentum teacher)
+
+where x is the output of the embedding layer and ℓ_s is
+
+- a categorical head (logits z ∈ R^C): the symmetric KL  KL(P‖Q) + KL(Q‖P)
+  = Σ_c (p_c − q_c)(log p_c − log q_c), computed from log_softmax (never log of a softmax);
+- a single-logit Bernoulli head: the same symmetric KL between Bernoulli(σ(z)) and
+  Bernoulli(σ(z̃)), i.e. logits [0, z]; it simplifies to (σ(z) − σ(z̃))(z − z̃). Applying
+  log_softmax to the single logit instead (as the poster's code did) gives log 1 = 0 for
+  every input: the regularizer was identically zero (`poster_single_logit_kl` shows it);
+- a regression head: the squared difference.
+
+The inner maximization takes K normalized ascent steps on a perturbation δ of the
+embeddings (Gaussian start with standard deviation σ, the ∞-norm-normalized gradient,
+step η, projection onto the L∞ ε-ball). The gradient is taken with respect to δ only
+(`torch.autograd.grad(a, deltas)`), so no weight gradients are computed or accumulated
+during the ascent; the final regularizer carries gradients to θ through the clean and the
+perturbed branch.
+
+Dropout (the poster's customization): with `dropout_in_adversary=False` the adversarial
+passes run in eval mode (dropout off) and so does the clean reference f(x) they are
+compared with, so R_s → 0 as ε → 0. With dropout on in both, two dropout masks are two
+different networks and R_s stays at a floor however small ε is. Chapter 6 plots both.
+
+Cost per training step, counted in forward passes F of the encoder (a backward ≈ 2F, a
+backward to the input only ≈ 1F): plain fine-tuning 3F; SMART with K=1 and the teacher
+adds the ascent (1F + 1F), the perturbed pass (1F + 2F) and the teacher (1F) = 9F, about 3×;
+the poster's eval-mode reference adds one forward and backward more (≈ 4×).
+`python -m minbert_lib.bench --smart` measures it.
+
+Introduced in Chapter 6 (notebooks/06_smart_adversarial); the teacher and the Bregman term
+in Chapter 7 (notebooks/07_bregman_smooth_valleys).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KINDS = ("categorical", "bernoulli", "regression")
+
+
+# -- ℓ_s: the smoothness losses ------------------------------------------------------------
+def symmetric_kl(p_logits: torch.Tensor, q_logits: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """KL(P‖Q) + KL(Q‖P) between the softmax distributions of two logit tensors (..., C).
+
+    Uses the identity KL(P‖Q) + KL(Q‖P) = Σ_c (p_c − q_c)(log p_c − log q_c), with the log
+    probabilities from log_softmax (stable for large logits). Every term is ≥ 0.
+    reduction: "mean" over all leading positions, "sum", or "none" (shape (...)).
+    """
+    lp = F.log_softmax(p_logits, dim=-1)
+    lq = F.log_softmax(q_logits, dim=-1)
+    per_example = ((lp.exp() - lq.exp()) * (lp - lq)).sum(dim=-1)  # (...)
+    return _reduce(per_example, reduction)
+
+
+def bernoulli_logits(z: torch.Tensor) -> torch.Tensor:
+    """A single logit z (...,) or (..., 1) as two-class logits [0, z] (..., 2):
+    softmax([0, z]) = [1 − σ(z), σ(z)]."""
+    if z.dim() > 0 and z.size(-1) == 1:
+        z = z.squeeze(-1)
+    return torch.stack([torch.zeros_like(z), z], dim=-1)
+
+
+def bernoulli_symmetric_kl(z: torch.Tensor, z_tilde: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Symmetric KL between Bernoulli(σ(z)) and Bernoulli(σ(z̃)) for single-logit heads.
+
+    Equal to symmetric_kl(bernoulli_logits(z), bernoulli_logits(z̃)) and to the closed form
+    (σ(z) − σ(z̃)) · (z − z̃), which is what we compute.
+    """
+    if z.dim() > 0 and z.size(-1) == 1:
+        z, z_tilde = z.squeeze(-1), z_tilde.squeeze(-1)
+    per_example = (torch.sigmoid(z) - torch.sigmoid(z_tilde)) * (z - z_tilde)
+    return _reduce(per_example, reduction)
+
+
+def poster_single_logit_kl(z: torch.Tensor, z_tilde: torch.Tensor) -> torch.Tensor:
+    """The poster's bug, kept for the book to demonstrate: log_softmax over a single logit
+    (B, 1) is log(e^z / e^z) = 0 for every z, so this 'symmetric KL' is identically zero."""
+    z, z_tilde = z.reshape(-1, 1), z_tilde.reshape(-1, 1)
+    lp, lq = F.log_softmax(z, dim=-1), F.log_softmax(z_tilde, dim=-1)  # both exactly 0
+    return (F.kl_div(lq, lp, log_target=True, reduction="batchmean")
+            + F.kl_div(lp, lq, log_target=True, reduction="batchmean"))
+
+
+def squared_error(a: torch.Tensor, b: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """ℓ_s for regression heads: (a − b)², summed over any trailing output dimension."""
+    d = (a - b) ** 2
+    if d.dim() > 1:
+        d = d.flatten(1).sum(dim=1)
+    return _reduce(d, reduction)
+
+
+def smoothness_loss(kind: str, a: torch.Tensor, b: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """ℓ_s(a, b) for a head of the given kind: "categorical", "bernoulli" or "regression"."""
+    if kind == "categorical":
+        return symmetric_kl(a, b, reduction)
+    if kind == "bernoulli":
+        return bernoulli_symmetric_kl(a, b, reduction)
+    if kind == "regression":
+        return squared_error(a, b, reduction)
+    raise ValueError(f"Unknown head kind {kind!r}; choose one of {KINDS}")
+
+
+def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return x.mean()
+    if reduction == "sum":
+        return x.sum()
+    if reduction == "none":
+        return x
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+
+
+# -- the adversarial regularizer R_s -------------------------------------------------------
+class _dropout_mode:
+    """Context manager: put `model` in eval mode (dropout off) when `off`, restore after."""
+
+    def __init__(self, model: nn.Module | None, off: bool):
+        self.model, self.off, self.was_training = model, off, None
+
+    def __enter__(self):
+        if self.model is not None and self.off:
+            self.was_training = self.model.training
+            self.model.eval()
+        return self
+
+    def __exit__(self, *exc):
+        if self.was_training is not None:
+            self.model.train(self.was_training)
+        return False
+
+
+def _has_active_dropout(model: nn.Module | None) -> bool:
+    if model is None or not model.training:
+        return False
+    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+
+
+def project_linf(delta: torch.Tensor, eps: float) -> torch.Tensor:
+    """Projection onto the L∞ ball of radius eps: clamp every coordinate to [−eps, eps]."""
+    return delta.clamp(-eps, eps)
+
+
+def normalize_linf(g: torch.Tensor) -> torch.Tensor:
+    """Ascent direction: the gradient divided by its ∞-norm over the hidden dimension,
+    per token, so the largest coordinate of each token's step is ±1."""
+    return g / (g.abs().amax(dim=-1, keepdim=True) + torch.finfo(g.dtype).tiny)
+
+
+def adversarial_loss(
+    forward_from_embeddings: Callable,
+    embeddings: torch.Tensor | Sequence[torch.Tensor],
+    masks: torch.Tensor | Sequence[torch.Tensor],
+    clean_output: torch.Tensor | None,
+    kind: str,
+    eps: float = 1e-5,
+    sigma: float = 1e-5,
+    eta: float = 1e-3,
+    steps: int = 1,
+    model: nn.Module | None = None,
+    dropout_in_adversary: bool = False,
+    return_perturbation: bool = False,
+):
+    """R_s: ℓ_s(f(x + δ), f(x)) after K projected, normalized ascent steps on δ.
+
+    forward_from_embeddings(embeddings: tuple, masks: tuple) -> head output; embeddings and
+    masks are tuples with one entry per sentence (1 for single-sentence tasks, 2 for pairs;
+    every sentence is perturbed). clean_output is f(x) from the training step's forward
+    pass, reused as the reference whenever it is valid (dropout in the adversarial passes,
+    or no active dropout). With `dropout_in_adversary=False` and `model` in training mode,
+    the adversarial passes run in eval mode and the reference f(x) is recomputed in eval
+    mode too (one forward more), so that R_s → 0 as ε → 0; the model's mode is restored.
+    `model` is the module whose dropout is switched (pass None to leave modes alone).
+
+    Returns R_s (a scalar with gradients to θ through both branches), and the final
+    perturbations as a tuple if return_perturbation.
+    """
+    single = isinstance(embeddings, torch.Tensor)
+    embeddings = (embeddings,) if single else tuple(embeddings)
+    masks = (masks,) if isinstance(masks, torch.Tensor) else tuple(masks)
+    eval_reference = (not dropout_in_adversary) and _has_active_dropout(model)
+    if clean_output is None and not eval_reference:
+        with _dropout_mode(model, not dropout_in_adversary):
+            clean_output = forward_from_embeddings(embeddings, masks)
+
+    with _dropout_mode(model, off=not dropout_in_adversary):
+        reference = forward_from_embeddings(embeddings, masks) if eval_reference else clean_output
+        target = reference.detach()
+        x = tuple(e.detach() for e in embeddings)  # the ascent must not touch θ's graph
+        deltas = tuple(sigma * torch.randn_like(e) for e in x)  # (B, T, H) each
+        for _ in range(steps):
+            deltas = tuple(d.requires_grad_() for d in deltas)
+            out = forward_from_embeddings(tuple(e + d for e, d in zip(x, deltas)), masks)
+            a = smoothness_loss(kind, out, target)
+            grads = torch.autograd.grad(a, deltas)  # w.r.t. δ only: no weight gradients
+            deltas = tuple(project_linf(d.detach() + eta * normalize_linf(g), eps)
+                           for d, g in zip(deltas, grads))
+        perturbed = forward_from_embeddings(tuple(e + d for e, d in zip(embeddings, deltas)), masks)
+        R = smoothness_loss(kind, perturbed, reference)
+    return (R, deltas) if return_perturbation else R
+
+
+# -- Bregman proximal point: the momentum teacher -----------------------------------------
+def paper_beta_schedule(total_updates: int, early: float = 0.99, late: float = 0.999,
+                        switch_fraction: float = 0.1) -> Callable[[int], float]:
+    """The SMART paper's β: `early` for the first `switch_fraction` of the updates, then `late`."""
+    switch = int(switch_fraction * total_updates)
+    return lambda update: early if update < switch else late
+
+
+class MomentumTeacher:
+    """θ̃ ← β θ̃ + (1 − β) θ: an exponential moving average of the model's parameters held
+    in a deep copy (not a reference), run in eval mode without gradients.
+
+    beta: a float, or a function of the number of updates done so far (see
+    `paper_beta_schedule`). `teacher(*args)` calls the copy's forward under no_grad;
+    `update(model)` moves the copy toward the model after each optimizer step.
+    """
+
+    def __init__(self, model: nn.Module, beta: float | Callable[[int], float] = 0.995):
+        self.model = copy.deepcopy(model).eval()
+        self.model.requires_grad_(False)
+        self.beta = beta
+        self.num_updates = 0
+
+    def current_beta(self) -> float:
+        return float(self.beta(self.num_updates) if callable(self.beta) else self.beta)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        beta = self.current_beta()
+        t_params = list(self.model.parameters())
+        s_params = [p.detach() for p in model.parameters()]
+        if len(t_params) != len(s_params):
+            raise ValueError("The teacher and the model have different parameter lists")
+        # lerp: t + (1 − β)(s − t) = β t + (1 − β) s
+        torch._foreach_lerp_(t_params, s_params, 1.0 - beta)
+        for tb, sb in zip(self.model.buffers(), model.buffers()):
+            tb.copy_(sb)
+        self.num_updates += 1
+
+    @torch.no_grad()
+    def __call__(self, *args, **kwargs):
+        self.model.eval()
+        return self.model(*args, **kwargs)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.num_updates = state["num_updates"]
+
+
+def bregman_divergence(kind: str, student_output: torch.Tensor, teacher_output: torch.Tensor) -> torch.Tensor:
+    """D_Breg on a minibatch: ℓ_s(f(x; θ), stopgrad f(x; θ̃))."""
+    return smoothness_loss(kind, student_output, teacher_output.detach())
+
+
+# -- configuration and the one call training uses -----------------------------------------
+@dataclass
+class SmartConfig:
+    """SMART's knobs, defaults from the poster (and the paper): λ_s, ε, σ, η, K, μ, β."""
+
+    lambda_s: float = 5.0
+    eps: float = 1e-5
+    sigma: float = 1e-5
+    eta: float = 1e-3
+    steps: int = 1
+    mu: float = 1.0
+    beta: float = 0.995
+    dropout_in_adversary: bool = False
+    bregman: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def make_teacher(self, model: nn.Module) -> MomentumTeacher | None:
+        return MomentumTeacher(model, self.beta) if self.bregman else None
+
+
+def smart_forward(model: nn.Module, task: str, batch: dict, kind: str, config: SmartConfig,
+                  teacher: MomentumTeacher | None = None) -> tuple[torch.Tensor, dict]:
+    """The clean forward pass plus SMART's terms, for a model with the MultitaskBert
+    interface (`embed(task, batch)`, `forward_from_embeddings(task, embeddings, masks)`).
+
+    Returns (clean output, terms) with terms = {"adv": R_s, "breg": D_Breg or None,
+    "reg": λ_s·R_s + μ·D_Breg}; the caller adds terms["reg"] to the task loss and calls
+    teacher.update(model) after the optimizer step.
+    """
+    embeddings, masks = model.embed(task, batch)
+    output = model.forward_from_embeddings(task, embeddings, masks)
+
+    def f(e, m):
+        return model.forward_from_embeddings(task, e, m)
+
+    adv = adversarial_loss(f, embeddings, masks, output, kind, eps=config.eps, sigma=config.sigma,
+                           eta=config.eta, steps=config.steps, model=model,
+                           dropout_in_adversary=config.dropout_in_adversary)
+    reg = config.lambda_s * adv
+    breg = None
+    if teacher is not None and config.mu:
+        breg = bregman_divergence(kind, output, teacher(task, batch))
+        reg = reg + config.mu * breg
+    return output, {"adv": adv, "breg": breg, "reg": reg}

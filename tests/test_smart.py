@@ -1,0 +1,273 @@
+"""Properties of SMART (minbert_lib.smart): the smoothness losses, the adversarial
+regularizer, the momentum teacher. Tiny randomly initialised BERTs keep this fast."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minbert_lib.model import BertConfig, BertModel
+from minbert_lib.smart import (
+    MomentumTeacher,
+    SmartConfig,
+    adversarial_loss,
+    bernoulli_logits,
+    bernoulli_symmetric_kl,
+    bregman_divergence,
+    paper_beta_schedule,
+    poster_single_logit_kl,
+    smart_forward,
+    smoothness_loss,
+    symmetric_kl,
+)
+
+TINY = dict(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=32, max_position_embeddings=32)
+
+
+class TinyClassifier(nn.Module):
+    """A tiny BERT with a C-class head (C=1: a single logit) on the pooled [CLS] vector."""
+
+    def __init__(self, classes=3, dropout=0.1, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        cfg = BertConfig(**TINY, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+        self.bert = BertModel(cfg)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(cfg.hidden_size, classes)
+        # Larger weights than BERT's init so that outputs move visibly with the input.
+        with torch.no_grad():
+            self.head.weight.normal_(0, 1.0)
+
+    def embed(self, ids):
+        return (self.bert.embed(ids),), (torch.ones_like(ids),)
+
+    def forward_from_embeddings(self, embeddings, masks):
+        pooled = [self.bert.encode(e, m)["pooler_output"] for e, m in zip(embeddings, masks)]
+        out = self.head(self.drop(sum(pooled)))
+        return out.squeeze(-1) if out.size(-1) == 1 else out
+
+    def forward(self, ids):
+        return self.forward_from_embeddings(*self.embed(ids))
+
+
+def batch(B=4, T=7, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(1, TINY["vocab_size"], (B, T), generator=g)
+
+
+# -- the smoothness losses -----------------------------------------------------------------
+def test_symmetric_kl_nonnegative_symmetric_zero_on_equal():
+    torch.manual_seed(0)
+    p, q = torch.randn(50, 5) * 3, torch.randn(50, 5) * 3
+    a, b = symmetric_kl(p, q, "none"), symmetric_kl(q, p, "none")
+    assert (a >= 0).all()
+    torch.testing.assert_close(a, b)
+    assert symmetric_kl(p, p).item() == 0.0
+    # Against the definition KL(P||Q) + KL(Q||P) with torch's kl_div.
+    lp, lq = F.log_softmax(p, -1), F.log_softmax(q, -1)
+    ref = (F.kl_div(lq, lp, log_target=True, reduction="none").sum(-1)
+           + F.kl_div(lp, lq, log_target=True, reduction="none").sum(-1))
+    torch.testing.assert_close(a, ref)
+    # Stable for huge logits (no log of a softmax that underflowed to 0).
+    big = symmetric_kl(torch.tensor([[1000.0, 0.0]]), torch.tensor([[0.0, 1000.0]]))
+    assert torch.isfinite(big) and big.item() == pytest.approx(2000.0, rel=1e-4)
+
+
+def test_bernoulli_form_nonzero_and_poster_form_zero():
+    z, zt = torch.tensor([2.0, -1.0, 0.5, 3.0]), torch.tensor([-1.0, -1.0, 0.4, 3.0])
+    ours = bernoulli_symmetric_kl(z, zt, "none")
+    assert ours[0] > 0.5 and ours[2] > 0 and ours[1] == 0 and ours[3] == 0
+    # Equal to the symmetric KL between softmax([0, z]) = [1 - sigmoid, sigmoid] distributions.
+    torch.testing.assert_close(ours, symmetric_kl(bernoulli_logits(z), bernoulli_logits(zt), "none"))
+    torch.testing.assert_close(bernoulli_symmetric_kl(z[:, None], zt[:, None]), ours.mean())
+    # The poster's log_softmax over a single logit is log 1 = 0: its term is identically zero.
+    assert poster_single_logit_kl(z, zt).item() == 0.0
+    assert poster_single_logit_kl(torch.randn(100) * 10, torch.randn(100) * 10).item() == 0.0
+
+
+def test_smoothness_loss_dispatch():
+    a, b = torch.tensor([1.0, 2.0]), torch.tensor([1.5, 2.0])
+    assert smoothness_loss("regression", a, b).item() == pytest.approx(0.125)
+    with pytest.raises(ValueError):
+        smoothness_loss("ordinal", a, b)
+
+
+# -- the adversarial regularizer ----------------------------------------------------------
+@pytest.mark.parametrize("eps,steps", [(1e-5, 1), (1e-2, 3), (0.5, 2)])
+def test_perturbation_inside_eps_ball(eps, steps):
+    model = TinyClassifier()
+    ids = batch()
+    embs, masks = model.embed(ids)
+    out = model.forward_from_embeddings(embs, masks)
+    R, deltas = adversarial_loss(model.forward_from_embeddings, embs, masks, out, "categorical",
+                                 eps=eps, sigma=eps, eta=1e-1, steps=steps, model=model,
+                                 return_perturbation=True)
+    assert len(deltas) == 1 and deltas[0].shape == embs[0].shape
+    assert deltas[0].abs().max().item() <= eps * (1 + 1e-6)
+    assert R.item() >= 0
+
+
+def test_ascent_increases_the_divergence_over_random_noise():
+    torch.manual_seed(0)
+    model = TinyClassifier(dropout=0.0).double().eval()
+    ids = batch(B=8)
+    embs, masks = model.embed(ids)
+    out = model.forward_from_embeddings(embs, masks)
+    kw = dict(eps=1e-3, sigma=1e-3, eta=1e-1, model=model)
+    random_only = adversarial_loss(model.forward_from_embeddings, embs, masks, out, "categorical", steps=0, **kw)
+    adv = adversarial_loss(model.forward_from_embeddings, embs, masks, out, "categorical", steps=1, **kw)
+    assert adv.item() > 2 * random_only.item()
+
+
+def test_gradients_reach_parameters_through_both_branches():
+    model = TinyClassifier(dropout=0.0)
+    ids = batch()
+    embs, masks = model.embed(ids)
+    out = model.forward_from_embeddings(embs, masks)
+    R = adversarial_loss(model.forward_from_embeddings, embs, masks, out, "categorical",
+                         eps=1e-2, sigma=1e-2, model=model)
+    # The ascent used autograd.grad with respect to δ only: no weight gradient yet.
+    assert all(p.grad is None for p in model.parameters())
+    # Both branches are in R's graph: the gradient w.r.t. the clean output is non-zero...
+    g_clean, g_emb = torch.autograd.grad(R, [out, embs[0]], retain_graph=True)
+    assert g_clean.abs().sum() > 0
+    R.backward()
+    # ...and every parameter gets a gradient (embeddings, every layer, pooler, head).
+    for name, p in model.named_parameters():
+        if name.endswith("tk_type_embedding.weight") or "word_embedding" in name:
+            continue  # only some rows are used; checked below
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert model.bert.embeddings.word_embedding.weight.grad[ids.unique()].abs().sum() > 0
+
+    # The perturbed branch alone carries gradient: with a detached reference, still non-zero.
+    model.zero_grad()
+    embs, masks = model.embed(ids)
+    out = model.forward_from_embeddings(embs, masks)
+    R2 = adversarial_loss(model.forward_from_embeddings, embs, masks, out.detach(), "categorical",
+                          eps=1e-2, sigma=1e-2, model=model)
+    R2.backward()
+    assert model.head.weight.grad.abs().sum() > 0
+
+
+def test_single_logit_and_regression_heads_and_pairs():
+    model = TinyClassifier(classes=1, dropout=0.0)
+    ids, ids2 = batch(seed=1), batch(seed=2)
+    e1, m1 = model.embed(ids)
+    e2, m2 = model.embed(ids2)
+    embs, masks = e1 + e2, m1 + m2  # a sentence pair: two embeddings, both perturbed
+    out = model.forward_from_embeddings(embs, masks)  # (B,) one logit
+    for kind in ("bernoulli", "regression"):
+        R, deltas = adversarial_loss(model.forward_from_embeddings, embs, masks, out, kind,
+                                     eps=1e-2, sigma=1e-2, model=model, return_perturbation=True)
+        assert len(deltas) == 2 and all(d.abs().max() > 0 for d in deltas)
+        assert R.item() > 0
+
+
+def _R(model, ids, eps, dropout_in_adversary, seed=0):
+    torch.manual_seed(seed)
+    embs, masks = model.embed(ids)
+    out = model.forward_from_embeddings(embs, masks)
+    return adversarial_loss(model.forward_from_embeddings, embs, masks, out, "categorical",
+                            eps=eps, sigma=eps, model=model,
+                            dropout_in_adversary=dropout_in_adversary).item()
+
+
+def test_regularizer_vanishes_with_eps_without_dropout_and_has_a_floor_with_it():
+    model = TinyClassifier(dropout=0.1).double().train()
+    ids = batch(B=8)
+    off = [_R(model, ids, eps, False) for eps in (1e-3, 1e-4, 1e-5)]  # eta=1e-3 >= eps
+    # Dropout off in the adversarial passes: R_s ~ eps^2, so it falls ~100x per decade.
+    assert off[0] > off[1] > off[2] > 0
+    assert off[0] / off[2] > 1e3
+    assert model.training  # the model's mode was restored
+    on = [_R(model, ids, eps, True) for eps in (1e-3, 1e-5, 1e-7)]
+    # Dropout on: two masks are two networks; R_s stays at a floor as eps -> 0.
+    assert min(on) > 100 * off[2]
+    assert on[2] > 0.1 * on[0]
+
+
+def test_eval_mode_model_reuses_clean_output():
+    model = TinyClassifier(dropout=0.1).eval()
+    ids = batch()
+    embs, masks = model.embed(ids)
+    out = model.forward_from_embeddings(embs, masks)
+    calls = []
+
+    def f(e, m):
+        calls.append(1)
+        return model.forward_from_embeddings(e, m)
+
+    adversarial_loss(f, embs, masks, out, "categorical", model=model, steps=1)
+    assert len(calls) == 2  # one ascent pass, one perturbed pass: the clean pass is reused
+    model.train()
+    calls.clear()
+    adversarial_loss(f, embs, masks, out, "categorical", model=model, steps=1, dropout_in_adversary=True)
+    assert len(calls) == 2
+    calls.clear()
+    adversarial_loss(f, embs, masks, out, "categorical", model=model, steps=1, dropout_in_adversary=False)
+    assert len(calls) == 3  # plus the eval-mode clean reference
+
+
+# -- the momentum teacher ----------------------------------------------------------------------
+def test_teacher_update_is_the_ema_and_the_teacher_is_a_copy():
+    model = TinyClassifier()
+    teacher = MomentumTeacher(model, beta=0.9)
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    # Changing the model does not change the teacher: it is a copy, not a reference.
+    for k, v in teacher.model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    teacher.update(model)
+    for (name, p_t), p_s in zip(teacher.model.named_parameters(), model.parameters()):
+        torch.testing.assert_close(p_t, 0.9 * before[name] + 0.1 * p_s.detach())
+        assert not p_t.requires_grad
+    assert teacher.num_updates == 1
+    assert not teacher.model.training
+
+
+def test_teacher_forward_is_eval_without_grad_and_bregman_term():
+    model = TinyClassifier(dropout=0.5).train()
+    teacher = MomentumTeacher(model, beta=0.995)
+    ids = batch()
+    t1, t2 = teacher(ids), teacher(ids)
+    assert not t1.requires_grad
+    torch.testing.assert_close(t1, t2)  # eval mode: deterministic
+    model.eval()
+    torch.testing.assert_close(model(ids), t1)  # a fresh teacher is the model
+    model.train()
+    out = model(ids)
+    d = bregman_divergence("categorical", out, t1)
+    assert d.item() > 0  # dropout in the student's pass
+    d.backward()
+    assert model.head.weight.grad is not None
+
+
+def test_paper_beta_schedule():
+    s = paper_beta_schedule(1000)
+    assert s(0) == 0.99 and s(99) == 0.99 and s(100) == 0.999
+    model = TinyClassifier()
+    t = MomentumTeacher(model, beta=s)
+    assert t.current_beta() == 0.99
+
+
+def test_smart_forward_with_multitask_bert_pairs_and_training_step_shape():
+    heads = pytest.importorskip("minbert_lib.heads")
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(**TINY))
+    model = heads.MultitaskBert(bert, dropout=0.1)
+    ids, ids2 = batch(seed=1), batch(seed=2)
+    b = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+         "input_ids2": ids2, "attention_mask2": torch.ones_like(ids2)}
+    cfg = SmartConfig(eps=1e-3, sigma=1e-3)
+    teacher = cfg.make_teacher(model)
+    for task in ("sst", "quora", "sts"):
+        out, terms = smart_forward(model, task, b, heads.TASK_KIND[task], cfg, teacher)
+        assert terms["adv"].item() >= 0 and terms["breg"].item() >= 0
+        torch.testing.assert_close(terms["reg"], cfg.lambda_s * terms["adv"] + cfg.mu * terms["breg"])
+        model.zero_grad()
+        terms["reg"].backward()
+        assert model.bert.pooler_dense.weight.grad.abs().sum() > 0
