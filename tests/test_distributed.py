@@ -1,0 +1,101 @@
+"""DistributedDataParallel on CPU: two gloo processes, a tiny random-init BERT.
+
+Both ranks run the same round-robin schedule, each on its half of every batch; after the
+steps both must hold identical weights, different from the start, and equal to one process
+training on the whole batches (dropout off, so the two computations agree).
+"""
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from minbert_lib import distributed, multitask, train
+from minbert_lib.heads import MultitaskBert
+from minbert_lib.model import BertConfig, BertModel
+from minbert_lib.optim import AdamW
+
+SIZES = {"sst": 16, "quora": 16, "sts": 16}
+BATCH = 8
+
+
+def _tiny_model():
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=16,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return MultitaskBert(BertModel(cfg), dropout=0.0)
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    data = {}
+    for task, n in SIZES.items():
+        items = []
+        for i in range(n):
+            L = int(torch.randint(3, 9, (1,), generator=g))
+            it = {"id": f"{task}{i}", "ids": torch.randint(1, 50, (L,), generator=g).tolist(), "length": L}
+            if task == "sst":
+                it["label"] = int(torch.randint(0, 5, (1,), generator=g))
+            elif task == "quora":
+                it["label"] = int(torch.randint(0, 2, (1,), generator=g))
+            else:
+                it["label"] = float(torch.rand(1, generator=g) * 5)
+            if task != "sst":
+                it["ids2"] = torch.randint(1, 50, (L,), generator=g).tolist()
+            items.append(it)
+        data[task] = items
+    return data
+
+
+def _run(model, info, steps=None):
+    data = _data()
+    opt = AdamW(model.parameters(), lr=1e-2)
+    for step in multitask.round_robin(SIZES, batch_size=BATCH, seed=0):
+        idx = distributed.shard(step.indices, info)
+        batch = train.collate([data[step.task][i] for i in idx], step.task)
+        train.training_step(model, step.task, batch, opt)
+
+
+def _worker(rank, world, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    info = distributed.init_from_env("gloo")
+    model = _tiny_model()
+    wrapped = distributed.DDPMultitask(model)
+    _run(wrapped, info)
+    same = distributed.all_same(model)
+    torch.save({"state": model.state_dict(), "same": same}, os.path.join(out_dir, f"rank{rank}.pt"))
+    distributed.cleanup()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_ranks_end_identical_and_match_one_process(tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt")
+    r1 = torch.load(tmp_path / "rank1.pt")
+    assert r0["same"] and r1["same"]
+    start = _tiny_model().state_dict()
+    reference = _tiny_model()
+    _run(reference, distributed.DistInfo())  # one process, whole batches
+    changed = 0
+    for k, v in r0["state"].items():
+        assert torch.equal(v, r1["state"][k]), k
+        torch.testing.assert_close(v, reference.state_dict()[k], rtol=1e-4, atol=1e-5)
+        changed += not torch.equal(v, start[k])
+    assert changed > 10  # training moved the weights away from the start
+
+
+def test_single_process_is_a_no_op(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    info = distributed.init_from_env()
+    assert not info.enabled and info.is_main
+    assert distributed.shard((1, 2, 3), info) == (1, 2, 3)
+    assert distributed.shard((1, 2, 3, 4), distributed.DistInfo(1, 2)) == (2, 4)
