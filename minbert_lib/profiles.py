@@ -33,6 +33,11 @@ class Profile:
     train_limit: dict = field(default_factory=dict)
     dev_limit: dict = field(default_factory=dict)
     seeds: tuple = (0,)
+    # Per-task max_length overrides (e.g. long CFIMDB reviews); default: max_length.
+    max_length_by_task: dict = field(default_factory=dict)
+
+    def max_length_for(self, task: str) -> int:
+        return self.max_length_by_task.get(task, self.max_length)
 
     def limit(self, task: str, split: str) -> int | None:
         return (self.train_limit if split == "train" else self.dev_limit).get(task)

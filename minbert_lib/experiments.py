@@ -1,0 +1,503 @@
+"""The results tables: named rows, the resumable runner, and the results files.
+
+Each table of the poster ("Walk Less and Only Down Smooth Valleys", Brink et al. 2023) is a
+dict of `RowSpec`s, plain data saying what a row trains: its tasks, schedule, whether BERT is
+frozen, SMART or the relational layer, the learning rate. Other modules register rows and
+schedules additively:
+
+    from minbert_lib.experiments import RowSpec, register_row, register_runner
+    register_row(RowSpec("table2", "rrobin", tasks=("sst", "quora", "sts"), schedule="rrobin"))
+    register_runner("rrobin", my_runner)   # my_runner(spec, profile, seed, device, run_dir, progress) -> dict
+
+A runner trains one seed of one row and returns a dict with at least "metrics" (dev, the
+CS 224N names), "history" (one dict per epoch), "seconds_per_epoch"; optionally "data",
+"hyperparameters", "tokens_per_second", "best_epoch". The runner here aggregates seeds
+(mean and standard deviation, as the CS 224N handout reports them) and writes one JSON per
+row, atomically, to results/<profile>/<table>/<row>.json (schema: `validate_record`).
+
+Command line:
+
+    python -m minbert_lib.experiments run table1 --profile cpu [--force] [--rows ...] [--seeds 0 1 2]
+    python -m minbert_lib.experiments show table1 --profile cpu
+    python -m minbert_lib.experiments list
+
+Rows already recorded are skipped (`--force` reruns them); an interrupted row resumes from the
+per-seed checkpoints under checkpoints/<profile>/<table>/<row>/seed<k>/. Used by Chapter 5
+(Table 1, notebooks/05_single_task) and the results chapter (notebooks/09_results).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .profiles import Profile, get_profile
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+METRIC_NAMES = ("sst_acc", "cfimdb_acc", "quora_acc", "sts_pearson")
+
+
+# --------------------------------------------------------------------------------------
+# Row specs
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row of a results table, as data.
+
+    - `tasks`: the tasks trained (and evaluated) in this row;
+    - `schedule`: which runner trains it ("single": one model per task, Table 1);
+    - `freeze_bert`: the poster's "pretrain" (BERT frozen, heads trained) vs "finetune";
+    - `lr`: None = the profile's lr_pretrain (frozen) or lr_finetune;
+    - `smart`, `relational`: SMART regularization, the shared relational layer;
+    - `seeds`: None = the profile's seeds; `epochs`: None = the profile's epochs;
+    - `label`: the poster's name for the row; `options`: anything else a runner reads.
+    """
+
+    table: str
+    name: str
+    tasks: tuple = ("sst",)
+    schedule: str = "single"
+    freeze_bert: bool = False
+    lr: float | None = None
+    smart: bool = False
+    relational: bool = False
+    seeds: tuple | None = None
+    epochs: int | None = None
+    label: str = ""
+    description: str = ""
+    options: dict = field(default_factory=dict)
+
+    def learning_rate(self, profile: Profile) -> float:
+        if self.lr is not None:
+            return self.lr
+        return profile.lr_pretrain if self.freeze_bert else profile.lr_finetune
+
+    def seeds_for(self, profile: Profile) -> tuple:
+        return tuple(self.seeds if self.seeds is not None else profile.seeds)
+
+    def epochs_for(self, profile: Profile) -> int:
+        return self.epochs if self.epochs is not None else profile.epochs
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+TABLES: dict[str, dict[str, RowSpec]] = {"table1": {}, "table2": {}}
+RUNNERS: dict = {}
+
+
+def register_row(spec: RowSpec) -> RowSpec:
+    TABLES.setdefault(spec.table, {})[spec.name] = spec
+    return spec
+
+
+def register_runner(schedule: str, runner) -> None:
+    RUNNERS[schedule] = runner
+
+
+# Table 1 of the poster: sentiment only, one model per task; "pretrain" = frozen BERT.
+for _task, _Task in (("sst", "SST"), ("cfimdb", "CFIMDB")):
+    register_row(RowSpec("table1", f"{_task}-pretrain", tasks=(_task,), freeze_bert=True,
+                         label=f"{_Task} pretrain default",
+                         description=f"{_Task}: BERT frozen, sentiment head trained (lr_pretrain)"))
+    register_row(RowSpec("table1", f"{_task}-finetune", tasks=(_task,), freeze_bert=False,
+                         label=f"{_Task} finetune default",
+                         description=f"{_Task}: every weight fine-tuned (lr_finetune)"))
+
+# The poster's Table 1 and the CS 224N handout's reference numbers (dev accuracy; the poster's
+# runtimes are seconds per epoch on a Colab GPU). Typed from poster.txt and the handout.
+REFERENCE_TABLE1 = {
+    "sst-pretrain": {"poster": 0.393, "poster_seconds": 30, "handout": 0.390, "handout_std": 0.007},
+    "sst-finetune": {"poster": 0.522, "poster_seconds": 120, "handout": 0.515, "handout_std": 0.004},
+    "cfimdb-pretrain": {"poster": 0.788, "poster_seconds": 45, "handout": 0.780, "handout_std": 0.002},
+    "cfimdb-finetune": {"poster": 0.963, "poster_seconds": 150, "handout": 0.966, "handout_std": 0.007},
+}
+
+
+# --------------------------------------------------------------------------------------
+# Data subsets and the single-task runner (Table 1)
+# --------------------------------------------------------------------------------------
+
+
+def subset(examples: list, limit: int | None, key: str) -> list:
+    """A fixed, seeded subset of at most `limit` examples (the same for every row and seed)."""
+    examples = list(examples)
+    if limit is None or limit >= len(examples):
+        return examples
+    order = list(range(len(examples)))
+    random.Random(f"subset-{key}").shuffle(order)
+    return [examples[i] for i in sorted(order[:limit])]
+
+
+def task_data(task: str, profile: Profile, tokenizer) -> tuple[list, list, dict]:
+    """Encoded train and dev examples of one task under a profile, and their sizes."""
+    from .data import load_task
+    from .train import encode_examples
+
+    full_train, full_dev = load_task(task, "train"), load_task(task, "dev")
+    train = subset(full_train, profile.limit(task, "train"), f"{task}-train")
+    dev = subset(full_dev, profile.limit(task, "dev"), f"{task}-dev")
+    max_length = profile.max_length_for(task)
+    sizes = {f"{task}_train": len(train), f"{task}_train_available": len(full_train),
+             f"{task}_dev": len(dev), f"{task}_dev_available": len(full_dev), f"{task}_max_length": max_length}
+    return encode_examples(train, tokenizer, max_length), encode_examples(dev, tokenizer, max_length), sizes
+
+
+def run_single_task(spec: RowSpec, profile: Profile, seed: int, device, run_dir: Path, progress: bool = True) -> dict:
+    """One model per task of the row (Table 1 has one task per row), trained with `fit`."""
+    from .heads import NUM_CLASSES, MultitaskBert
+    from .model import BertModel
+    from .tokenizer import Tokenizer
+    from .train import fit, seed_everything
+
+    if len(spec.tasks) != 1:
+        raise ValueError(f"schedule 'single' trains one task per row; {spec.name} lists {spec.tasks}")
+    task = spec.tasks[0]
+    tokenizer = Tokenizer.from_pretrained(profile.model)
+    train, dev, sizes = task_data(task, profile, tokenizer)
+    seed_everything(seed)  # the head's initialisation depends on the seed
+    bert = BertModel.from_pretrained(profile.model, hidden_dropout_prob=profile.hidden_dropout)
+    model = MultitaskBert(bert, dropout=profile.hidden_dropout, num_sentiment_classes=NUM_CLASSES.get(task, 5),
+                          freeze_bert=spec.freeze_bert).to(device)
+    lr, epochs = spec.learning_rate(profile), spec.epochs_for(profile)
+    result = fit(model, task, train, dev, epochs=epochs, lr=lr, batch_size=profile.batch_size, seed=seed,
+                 run_dir=run_dir, device=device, progress=progress)
+    return {
+        "metrics": result.best_metrics,
+        "history": result.history,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "tokens_per_second": result.tokens_per_second,
+        "best_epoch": result.best_epoch,
+        "data": sizes,
+        "hyperparameters": {"lr": lr, "epochs": epochs, "batch_size": profile.batch_size,
+                            "max_length": profile.max_length_for(task), "hidden_dropout": profile.hidden_dropout,
+                            "head_dropout": profile.hidden_dropout, "freeze_bert": spec.freeze_bert,
+                            "optimizer": "AdamW (CS 224N variant), weight decay 0, no schedule",
+                            "selection": "best dev epoch"},
+    }
+
+
+register_runner("single", run_single_task)
+
+
+# --------------------------------------------------------------------------------------
+# Provenance, files, aggregation
+# --------------------------------------------------------------------------------------
+
+
+def repo_root() -> Path | None:
+    root = PACKAGE_DIR.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def results_dir() -> Path:
+    if os.environ.get("MINBERT_RESULTS_DIR"):
+        return Path(os.environ["MINBERT_RESULTS_DIR"])
+    return (repo_root() or Path.cwd()) / "results"
+
+
+def checkpoints_dir() -> Path:
+    if os.environ.get("MINBERT_CHECKPOINT_DIR"):
+        return Path(os.environ["MINBERT_CHECKPOINT_DIR"])
+    return (repo_root() or Path.cwd()) / "checkpoints"
+
+
+def git_commit() -> str:
+    """The library's commit (git rev-parse HEAD), "unknown" outside a git checkout; "+dirty"
+    when minbert_lib/ has uncommitted changes."""
+    try:
+        cwd = PACKAGE_DIR.parent
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "minbert_lib"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_description(device) -> str:
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {cpu}, torch threads {torch.get_num_threads()}, {os.cpu_count()} cores (shared)"
+
+
+def row_path(profile: str, table: str, row: str, root: Path | None = None) -> Path:
+    return (root or results_dir()) / profile / table / f"{row}.json"
+
+
+def write_json_atomic(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def aggregate(spec: RowSpec, profile: Profile, runs: list[dict], seeds: list[int]) -> dict:
+    """Per-seed runner outputs -> the row record (mean over seeds, sample std)."""
+    names = sorted({k for r in runs for k in r["metrics"]})
+    metrics, metrics_std = {}, {}
+    for k in names:
+        metrics[k], metrics_std[k] = _mean_std([r["metrics"][k] for r in runs])
+    sec, sec_std = _mean_std([r["seconds_per_epoch"] for r in runs])
+    history = []  # per epoch, numeric fields averaged over seeds
+    for e in range(min(len(r["history"]) for r in runs)):
+        rows = [r["history"][e] for r in runs]
+        entry = {"epoch": rows[0]["epoch"]}
+        for k in rows[0]:
+            if k != "epoch" and all(isinstance(x.get(k), (int, float)) for x in rows):
+                entry[k] = float(np.mean([x[k] for x in rows]))
+        history.append(entry)
+    data = dict(runs[0].get("data", {}))
+    fallbacks = []
+    if any(t == "quora" for t in spec.tasks):
+        from .data import DataError, quora_fallback
+
+        try:
+            fb = quora_fallback()
+        except DataError:
+            fb = "unknown: the task files were not found when the record was written"
+        data["quora_train"] = fb or "quora-train.csv"
+        if fb:
+            fallbacks.append(fb)
+    record = {
+        "table": spec.table, "row": spec.name, "profile": profile.name, "label": spec.label,
+        "description": spec.description, "tasks": list(spec.tasks),
+        "mode": "pretrain" if spec.freeze_bert else "finetune",
+        "metrics": metrics, "metrics_std": metrics_std,
+        "metrics_per_seed": {k: [r["metrics"][k] for r in runs] for k in names},
+        "seconds_per_epoch": sec, "seconds_per_epoch_std": sec_std,
+        "epochs": len(history), "history": history,
+        "model": profile.model, "data": data, "fallbacks": fallbacks,
+        "seeds": list(seeds),
+        "hyperparameters": {**runs[0].get("hyperparameters", {}), "spec": spec.to_dict(),
+                            "profile": profile.to_dict()},
+    }
+    if all("tokens_per_second" in r for r in runs):
+        record["tokens_per_second"] = float(np.mean([r["tokens_per_second"] for r in runs]))
+    record["runs"] = [{"seed": s, **{k: v for k, v in r.items() if k not in ("data", "hyperparameters")}}
+                      for s, r in zip(seeds, runs)]
+    return record
+
+
+REQUIRED = {"table": str, "row": str, "profile": str, "metrics": dict, "metrics_std": dict,
+            "seconds_per_epoch": (int, float), "epochs": int, "history": list, "model": str, "data": dict,
+            "seeds": list, "hyperparameters": dict, "commit": str, "device": str, "date": str}
+
+
+def validate_record(record: dict) -> list[str]:
+    """Problems with a results record (empty when it follows the schema in DESIGN.md)."""
+    problems = []
+    for key, typ in REQUIRED.items():
+        if key not in record:
+            problems.append(f"missing field {key!r}")
+        elif not isinstance(record[key], typ) or isinstance(record[key], bool):
+            problems.append(f"field {key!r} has type {type(record[key]).__name__}")
+    if problems:
+        return problems
+    if not record["metrics"]:
+        problems.append("metrics is empty")
+    for k, v in record["metrics"].items():
+        if k not in METRIC_NAMES:
+            problems.append(f"unknown metric {k!r} (use {METRIC_NAMES})")
+        if not isinstance(v, (int, float)) or not np.isfinite(v):
+            problems.append(f"metric {k!r} is not a finite number")
+        if k not in record["metrics_std"]:
+            problems.append(f"metrics_std lacks {k!r}")
+    if record["epochs"] != len(record["history"]):
+        problems.append(f"epochs={record['epochs']} but history has {len(record['history'])} entries")
+    for i, h in enumerate(record["history"]):
+        if not isinstance(h, dict) or h.get("epoch") != i + 1:
+            problems.append(f"history[{i}] should be a dict with epoch {i + 1}")
+    if not record["seeds"] or not all(isinstance(s, int) for s in record["seeds"]):
+        problems.append("seeds must be a non-empty list of ints")
+    if record["seconds_per_epoch"] < 0:
+        problems.append("seconds_per_epoch is negative")
+    try:
+        _dt.datetime.fromisoformat(record["date"])
+    except ValueError:
+        problems.append(f"date {record['date']!r} is not ISO 8601")
+    return problems
+
+
+# --------------------------------------------------------------------------------------
+# Running and showing
+# --------------------------------------------------------------------------------------
+
+
+def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: bool = False,
+            progress: bool = True, results_root: Path | None = None, checkpoints_root: Path | None = None) -> dict:
+    """Train every seed of one row (resuming from checkpoints) and write its JSON atomically."""
+    import shutil
+
+    import torch
+
+    from .profiles import pick_device
+
+    path = row_path(profile.name, spec.table, spec.name, results_root)
+    if path.is_file() and not force:
+        print(f"{spec.table}/{spec.name}: recorded in {path}, skipped (--force reruns)")
+        return json.loads(path.read_text())
+    if spec.schedule not in RUNNERS:
+        raise KeyError(f"No runner for schedule {spec.schedule!r} (row {spec.name}); registered: {sorted(RUNNERS)}")
+    device = torch.device(device) if device is not None else pick_device()
+    seeds = list(seeds) if seeds is not None else list(spec.seeds_for(profile))
+    row_ckpt = (checkpoints_root or checkpoints_dir()) / profile.name / spec.table / spec.name
+    if force and row_ckpt.exists():
+        shutil.rmtree(row_ckpt)
+    started = time.time()
+    runs = []
+    for seed in seeds:
+        print(f"{spec.table}/{spec.name}: seed {seed} ({profile.name} profile, {device})", flush=True)
+        out = RUNNERS[spec.schedule](spec, profile, seed, device, row_ckpt / f"seed{seed}", progress)
+        runs.append(out)
+        m = ", ".join(f"{k} {v:.3f}" for k, v in out["metrics"].items())
+        print(f"{spec.table}/{spec.name}: seed {seed}: {m}, {out['seconds_per_epoch']:.1f} s/epoch", flush=True)
+    record = aggregate(spec, profile, runs, seeds)
+    record.update({
+        "commit": git_commit(), "device": device_description(device),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__, "python": platform.python_version(),
+        "command": "python -m minbert_lib.experiments " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(
+            ("experiments.py", "__main__.py")) else "minbert_lib.experiments.run_row",
+        "wall_seconds": time.time() - started,
+    })
+    problems = validate_record(record)
+    if problems:
+        raise ValueError(f"record for {spec.name} fails the schema: {problems}")
+    write_json_atomic(path, record)
+    print(f"{spec.table}/{spec.name}: wrote {path}", flush=True)
+    return record
+
+
+def run_table(table: str, profile: Profile, rows=None, **kwargs) -> dict:
+    if table not in TABLES:
+        raise KeyError(f"Unknown table {table!r}; choose from {sorted(TABLES)}")
+    names = rows or list(TABLES[table])
+    unknown = [r for r in names if r not in TABLES[table]]
+    if unknown:
+        raise KeyError(f"Unknown rows {unknown} in {table}; rows: {list(TABLES[table])}")
+    return {name: run_row(TABLES[table][name], profile, **kwargs) for name in names}
+
+
+def load_results(profile: str, table: str, root: Path | None = None) -> dict:
+    """{row: record} of the recorded rows, in the table's row order (unregistered rows last)."""
+    folder = (root or results_dir()) / profile / table
+    if not folder.is_dir():
+        return {}
+    records = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    order = [r for r in TABLES.get(table, {}) if r in records] + [r for r in records if r not in TABLES.get(table, {})]
+    return {r: records[r] for r in order}
+
+
+def mean_std(record: dict, metric: str, digits: int = 3) -> str:
+    """"0.512 ± 0.004" (or "0.512" for one seed); "" when the row lacks the metric."""
+    if metric not in record.get("metrics", {}):
+        return ""
+    m, s = record["metrics"][metric], record.get("metrics_std", {}).get(metric, 0.0)
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(record.get("seeds", [])) > 1 else f"{m:.{digits}f}"
+
+
+def format_table(records: dict) -> str:
+    """A plain-text table of recorded rows: metrics (mean ± std over seeds), seconds per epoch."""
+    metrics = [m for m in METRIC_NAMES if any(m in r["metrics"] for r in records.values())]
+    header = ["row", *metrics, "s/epoch", "epochs", "seeds"]
+    lines = [header]
+    for name, r in records.items():
+        lines.append([name, *[mean_std(r, m) or "-" for m in metrics], f"{r['seconds_per_epoch']:.1f}",
+                      str(r["epochs"]), ",".join(map(str, r["seeds"]))])
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minbert_lib.experiments", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train the rows of a table and record them")
+    run.add_argument("table")
+    run.add_argument("--profile", default=None, help="quick, cpu or paper (default: $MINBERT_PROFILE or quick)")
+    run.add_argument("--rows", nargs="*", help="only these rows")
+    run.add_argument("--seeds", nargs="*", type=int, help="override the seeds")
+    run.add_argument("--force", action="store_true", help="rerun rows already recorded")
+    run.add_argument("--device", default=None)
+    run.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    run.add_argument("--no-progress", action="store_true")
+    show = sub.add_parser("show", help="print a table's recorded rows")
+    show.add_argument("table")
+    show.add_argument("--profile", default=None)
+    sub.add_parser("list", help="list tables, rows and schedules")
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        for table, rows in TABLES.items():
+            print(f"{table}:")
+            for name, spec in rows.items():
+                runner = "" if spec.schedule in RUNNERS else "  (no runner registered)"
+                print(f"  {name:24s} tasks={','.join(spec.tasks)} schedule={spec.schedule}{runner}")
+        return 0
+    profile = get_profile(args.profile)
+    if args.command == "show":
+        records = load_results(profile.name, args.table)
+        if not records:
+            print(f"No recorded rows in {results_dir() / profile.name / args.table}")
+            return 1
+        print(format_table(records))
+        return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    run_table(args.table, profile, rows=args.rows, seeds=args.seeds, force=args.force, device=args.device,
+              progress=not args.no_progress)
+    print(format_table(load_results(profile.name, args.table)))
+    return 0
+
+
+def _load_extensions() -> None:
+    """Import modules that register rows and runners (multitask, SMART), if present."""
+    import importlib
+
+    for name in ("multitask", "smart"):
+        try:
+            importlib.import_module(f"minbert_lib.{name}")
+        except ModuleNotFoundError as e:  # not written yet
+            if e.name != f"minbert_lib.{name}":
+                raise
+
+
+if __name__ == "__main__":
+    # Run the registry of the imported module (not this __main__ copy), so that rows that
+    # other modules register in minbert_lib.experiments are seen.
+    from minbert_lib import experiments as _experiments
+
+    _experiments._load_extensions()
+    sys.exit(_experiments.main())

@@ -1,0 +1,123 @@
+"""Task heads over minBERT, and the container that holds one BERT and every head.
+
+The CS 224N 2023 default project puts small heads on the pooled [CLS] vector
+u = pooler(h_[CLS]) = tanh(W_p h_[CLS] + b_p) (Devlin et al. 2019):
+
+    sentiment (SST, 5 classes; CFIMDB, 2):  logits = W_s Dropout(u) + b_s,   loss = cross-entropy
+    paraphrase (Quora, one logit):          z = w_q . Dropout([u, v, |u - v|]) + b_q,   loss = BCE with logits
+    similarity (STS, a score in 0-5):       s = 5 cos(u, v),   loss = mean squared error
+
+Pair tasks encode each sentence separately (the course's bi-encoder): u and v come from
+two passes of the same BERT. The sentiment head is introduced in Chapter 5
+(notebooks/05_single_task); the pair heads and the relational layer in Chapter 8
+(notebooks/08_multitask).
+
+The container's API (shared with the SMART and multitask code):
+
+- `embed(task, batch) -> (embeddings, masks)`: one (B, T, H) tensor and one (B, T) mask per
+  sentence, the output of BERT's embedding layer (what SMART perturbs);
+- `forward_from_embeddings(task, embeddings, masks)`: the encoder, pooler and the task's head;
+  categorical tasks give (B, C) logits, bernoulli (B,) logits, regression (B,) scores 0-5;
+- `forward(task, batch)` = both.
+
+Adding a head is additive: a new entry in TASK_KIND, a module created in `__init__`, and a
+branch in `predict` keyed by the task.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import BertModel
+
+# What kind of output each task's head gives; the loss and the SMART divergence follow it.
+TASK_KIND = {"sst": "categorical", "cfimdb": "categorical", "quora": "bernoulli", "sts": "regression"}
+# Metric reported on dev for each task (the CS 224N names).
+TASK_METRIC = {"sst": "sst_acc", "cfimdb": "cfimdb_acc", "quora": "quora_acc", "sts": "sts_pearson"}
+NUM_CLASSES = {"sst": 5, "cfimdb": 2}
+PAIR_TASKS = ("quora", "sts")
+
+
+class MultitaskBert(nn.Module):
+    """One BERT shared by every task, with a head per task.
+
+    `num_sentiment_classes`: 5 for SST, 2 for CFIMDB (a single-task CFIMDB model uses the
+    sentiment head with 2 classes). `freeze_bert=True` is the poster's "pretrain" setting:
+    BERT's weights get requires_grad=False and only the heads learn.
+    """
+
+    def __init__(self, bert: BertModel, dropout: float = 0.3, num_sentiment_classes: int = 5,
+                 relational: bool = False, freeze_bert: bool = False):
+        super().__init__()
+        self.bert = bert
+        self.freeze_bert = freeze_bert
+        self.relational = relational
+        self.num_sentiment_classes = num_sentiment_classes
+        H = bert.config.hidden_size
+        for p in self.bert.parameters():
+            p.requires_grad = not freeze_bert
+        self.dropout = nn.Dropout(dropout)
+        # Sentiment (SST or CFIMDB): a linear layer on the pooled [CLS] vector.
+        self.sentiment = nn.Linear(H, num_sentiment_classes)
+        # Paraphrase (Quora), the simple bi-encoder head: [u, v, |u - v|] -> one logit.
+        self.paraphrase = nn.Linear(3 * H, 1)
+        # Similarity (STS) needs no weights in the simple head: 5 * cos(u, v).
+        if relational:
+            self._build_relational(H, dropout)
+
+    def _build_relational(self, H: int, dropout: float) -> None:
+        """The shared relational layer for pair tasks (Chapter 8; the multitask code adds it)."""
+        raise NotImplementedError("relational=True: the relational layer is added by the multitask chapter (issue 5)")
+
+    # -- helpers --------------------------------------------------------------------------
+    @staticmethod
+    def task_kind(task: str) -> str:
+        if task not in TASK_KIND:
+            raise ValueError(f"Unknown task {task!r}; choose from {sorted(TASK_KIND)}")
+        return TASK_KIND[task]
+
+    def pooled(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) embedding-layer output -> (B, H) pooled [CLS] vector."""
+        return self.bert.encode(embeddings, mask)["pooler_output"]
+
+    # -- the API ----------------------------------------------------------------------------
+    def embed(self, task: str, batch: dict) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """One (B, T, H) embedding tensor and one (B, T) mask per sentence of the task."""
+        self.task_kind(task)
+        embeddings = [self.bert.embed(batch["input_ids"])]
+        masks = [batch["attention_mask"]]
+        if task in PAIR_TASKS:
+            embeddings.append(self.bert.embed(batch["input_ids2"]))
+            masks.append(batch["attention_mask2"])
+        return tuple(embeddings), tuple(masks)
+
+    def forward_from_embeddings(self, task: str, embeddings, masks) -> torch.Tensor:
+        pooled = [self.pooled(e, m) for e, m in zip(embeddings, masks)]  # each (B, H)
+        return self.predict(task, *pooled)
+
+    def predict(self, task: str, u: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        """The task head on pooled vectors u (and v for pair tasks)."""
+        kind = self.task_kind(task)
+        if kind == "categorical":
+            return self.sentiment(self.dropout(u))  # (B, C)
+        if v is None:
+            raise ValueError(f"Task {task!r} is a sentence-pair task: predict() needs u and v")
+        if self.relational:
+            return self.predict_relational(task, u, v)
+        if task == "quora":
+            features = torch.cat([u, v, (u - v).abs()], dim=-1)  # (B, 3H)
+            return self.paraphrase(self.dropout(features)).squeeze(-1)  # (B,)
+        if task == "sts":
+            return 5.0 * F.cosine_similarity(u, v, dim=-1)  # (B,), in [-5, 5]; labels in [0, 5]
+        raise ValueError(f"No head for task {task!r}")
+
+    def predict_relational(self, task: str, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("the relational pair heads are added by the multitask chapter (issue 5)")
+
+    def forward(self, task: str, batch: dict) -> torch.Tensor:
+        embeddings, masks = self.embed(task, batch)
+        return self.forward_from_embeddings(task, embeddings, masks)
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]

@@ -1,0 +1,406 @@
+"""Training and evaluation: batching, the loss per task, one training step, the epoch loop.
+
+Single-task fine-tuning as the CS 224N 2023 default project does it (Devlin et al. 2019,
+Section 4): a head on the pooled [CLS] vector, trained with cross-entropy
+
+    L(theta) = -(1/B) sum_i log softmax(W Dropout(u_i) + b)_{y_i}
+
+either with BERT frozen ("pretrain": only W, b learn, lr 1e-3) or with every weight
+("finetune"). Pieces:
+
+- `encode_examples` tokenizes a task's `data.Example`s once; `make_batches` pads them into
+  length-bucketed batches (shuffle, sort by length within chunks, shuffle the batches; seeded
+  by (seed, epoch), so an epoch's batches can be rebuilt exactly on resume);
+- `task_loss`: cross-entropy (categorical), BCE with logits (bernoulli), MSE (regression);
+- `training_step`: forward, loss, a finite-loss check naming the step, backward, optimizer step;
+- `evaluate`: dev metrics (sst_acc, cfimdb_acc, quora_acc, sts_pearson) and predictions;
+- `fit`: epochs with dev evaluation, the best-dev checkpoint, and resume from the last
+  epoch's checkpoint (model, optimizer, RNG states, history) to the same result.
+
+Introduced in Chapter 5 (notebooks/05_single_task); the multitask loops (Chapter 8) and
+SMART (Chapters 6-7) call `training_step` and `evaluate`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .heads import PAIR_TASKS, TASK_KIND, TASK_METRIC
+
+# --------------------------------------------------------------------------------------
+# Batching
+# --------------------------------------------------------------------------------------
+
+
+def encode_examples(examples, tokenizer, max_length: int = 128) -> list[dict]:
+    """Tokenize once: one dict per example with "id", "ids" (and "ids2" for pairs), "label",
+    "length" (tokens, the longer sentence for pairs). Truncates to `max_length` tokens."""
+    examples = list(examples)
+    if not examples:
+        return []
+
+    def token_lists(texts):
+        enc = tokenizer(list(texts), max_length=max_length)
+        lengths = enc["attention_mask"].sum(1).tolist()
+        return [row[:n] for row, n in zip(enc["input_ids"].tolist(), lengths)]
+
+    firsts = token_lists(e.sentence for e in examples)
+    pair = examples[0].sentence2 is not None
+    seconds = token_lists(e.sentence2 for e in examples) if pair else [None] * len(examples)
+    out = []
+    for e, a, b in zip(examples, firsts, seconds):
+        item = {"id": e.id, "ids": a, "label": e.label, "length": len(a)}
+        if b is not None:
+            item["ids2"] = b
+            item["length"] = max(len(a), len(b))
+        out.append(item)
+    return out
+
+
+def _pad(rows: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask  # (B, T), (B, T)
+
+
+def collate(items: list[dict], task: str, pad_id: int = 0) -> dict:
+    """Encoded examples -> a batch dict: input_ids, attention_mask (B, T), for pair tasks
+    input_ids2, attention_mask2, and labels (long for classes, float otherwise), ids."""
+    batch = {"ids": [it["id"] for it in items]}
+    batch["input_ids"], batch["attention_mask"] = _pad([it["ids"] for it in items], pad_id)
+    if task in PAIR_TASKS:
+        batch["input_ids2"], batch["attention_mask2"] = _pad([it["ids2"] for it in items], pad_id)
+    labels = [it["label"] for it in items]
+    if all(lab is not None for lab in labels):
+        dtype = torch.long if TASK_KIND[task] == "categorical" else torch.float
+        batch["labels"] = torch.tensor(labels, dtype=dtype)
+    return batch
+
+
+def make_batches(encoded: list[dict], task: str, batch_size: int, shuffle: bool = False,
+                 seed: int = 0, epoch: int = 0, bucket_batches: int = 50, pad_id: int = 0) -> list[dict]:
+    """Length-bucketed batches. Training (shuffle=True): shuffle the examples, sort each chunk of
+    `bucket_batches * batch_size` by length, cut into batches, shuffle the batches; the order
+    depends only on (seed, epoch). Evaluation (shuffle=False): sorted by length, fixed order."""
+    order = list(range(len(encoded)))
+    if shuffle:
+        rng = random.Random(f"batches-{seed}-{epoch}")
+        rng.shuffle(order)
+        chunk = max(1, bucket_batches) * batch_size
+        groups = []
+        for start in range(0, len(order), chunk):
+            part = sorted(order[start:start + chunk], key=lambda i: encoded[i]["length"])
+            groups += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
+        rng.shuffle(groups)
+    else:
+        order.sort(key=lambda i: encoded[i]["length"])
+        groups = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    return [collate([encoded[i] for i in g], task, pad_id) for g in groups]
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def batch_tokens(batch: dict) -> int:
+    """Real (non-padding) tokens in a batch, both sentences for pair tasks."""
+    n = int(batch["attention_mask"].sum())
+    if "attention_mask2" in batch:
+        n += int(batch["attention_mask2"].sum())
+    return n
+
+
+# --------------------------------------------------------------------------------------
+# Loss, step, evaluation
+# --------------------------------------------------------------------------------------
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the step."""
+
+
+def task_loss(task: str, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for classes, BCE with logits for one logit, MSE for scores (mean over batch)."""
+    kind = TASK_KIND[task]
+    if kind == "categorical":
+        return F.cross_entropy(output, labels)  # output (B, C), labels (B,)
+    if kind == "bernoulli":
+        return F.binary_cross_entropy_with_logits(output, labels.float())  # (B,)
+    return F.mse_loss(output, labels.float())  # (B,) scores on the 0-5 scale
+
+
+def check_finite(loss: torch.Tensor, step=None, task: str | None = None) -> None:
+    if not torch.isfinite(loss).all():
+        where = f"step {step}" if step is not None else "this step"
+        raise NonFiniteLossError(
+            f"Non-finite loss ({float(loss.detach()):.4g}) at {where}"
+            + (f" (task {task})" if task else "")
+            + ": training stopped. Lower the learning rate, check the inputs and labels, "
+            "or resume from the last checkpoint."
+        )
+
+
+def training_step(model, task: str, batch: dict, optimizer, smart=None, teacher=None, step=None) -> dict:
+    """One optimizer step on one batch. Returns floats: "loss" (what was minimised) and
+    "task_loss". `smart` (a SmartConfig) and `teacher` (a MomentumTeacher) add SMART's terms
+    (Chapters 6-7). A NaN or infinite loss raises NonFiniteLossError naming `step`."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    embeddings, masks = model.embed(task, batch)
+    output = model.forward_from_embeddings(task, embeddings, masks)
+    loss = task_loss(task, output, batch["labels"])
+    stats = {"task_loss": float(loss.detach())}
+    if smart is not None or teacher is not None:
+        raise NotImplementedError("SMART terms are added by minbert_lib.smart (Chapter 6)")
+    check_finite(loss, step, task)
+    loss.backward()
+    optimizer.step()
+    stats["loss"] = float(loss.detach())
+    return stats
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+@torch.no_grad()
+def evaluate(model, task: str, batches, device=None, progress: bool = False):
+    """Dev metrics and predictions. Returns (metrics, predictions) where metrics is
+    {TASK_METRIC[task]: value} and predictions is {"ids", "predictions", "labels"} (lists, in
+    batch order): class indices (categorical), 0/1 (bernoulli) or scores (regression)."""
+    was_training = model.training
+    model.eval()
+    kind = TASK_KIND[task]
+    ids, preds, labels = [], [], []
+    it = batches
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(batches, desc=f"eval {task}", leave=False)
+    for batch in it:
+        if device is not None:
+            batch = to_device(batch, device)
+        out = model(task, batch)
+        if kind == "categorical":
+            p = out.argmax(-1)
+        elif kind == "bernoulli":
+            p = (out > 0).long()  # sigmoid(z) > 0.5
+        else:
+            p = out.float()
+        ids += list(batch["ids"])
+        preds += p.cpu().tolist()
+        if "labels" in batch:
+            labels += batch["labels"].cpu().tolist()
+    model.train(was_training)
+    metrics = {}
+    if labels:
+        pr, lb = np.asarray(preds, dtype=float), np.asarray(labels, dtype=float)
+        metric = TASK_METRIC[task]
+        metrics[metric] = _pearson(pr, lb) if kind == "regression" else float((pr == lb).mean())
+    return metrics, {"ids": ids, "predictions": preds, "labels": labels}
+
+
+# --------------------------------------------------------------------------------------
+# Seeds and checkpoints
+# --------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(model) -> dict:
+    """The parameters that train (all of them when fine-tuning, the heads when BERT is frozen)
+    and the buffers: what a checkpoint must hold to restore the model."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    names |= {n for n, _ in model.named_buffers()}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
+
+
+def load_trainable_state(model, state: dict) -> None:
+    missing = set(state) - set(model.state_dict())
+    if missing:
+        raise KeyError(f"checkpoint has parameters the model lacks: {sorted(missing)[:5]}")
+    model.load_state_dict(state, strict=False)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    """What `fit` returns (and `done.json` in the run directory holds)."""
+
+    task: str
+    metric: str
+    best_epoch: int
+    best_metrics: dict
+    history: list  # per epoch: epoch, train_loss, <metric>, train_seconds, eval_seconds, tokens, tokens_per_second
+    step_losses: list  # the loss of every optimizer step
+    seconds_per_epoch: float  # mean training time per epoch (without dev evaluation)
+    tokens_per_second: float  # real tokens per second of training, over all epochs
+    resumed_from_epoch: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr: float,
+        batch_size: int = 32, eval_batch_size: int | None = None, seed: int = 0,
+        weight_decay: float = 0.0, run_dir: str | Path | None = None, device=None,
+        progress: bool = True, verbose: bool = False, on_epoch_end=None, restore_best: bool = True,
+        smart=None, teacher=None, bucket_batches: int = 50) -> FitResult:
+    """Train `model` on one task for `epochs`, evaluating on `dev` after each epoch.
+
+    `train`, `dev`: encoded examples (`encode_examples`). With a `run_dir`, after every epoch
+    `last.pt` (trainable weights, optimizer, RNG states, history) and, when dev improved,
+    `best.pt` (weights) are written; calling `fit` again with the same `run_dir` resumes after
+    the last finished epoch and reaches the same result as an uninterrupted run. A finished run
+    leaves `done.json` and `best.pt` (and `last.pt` is removed); calling again returns the
+    recorded result with the best weights loaded. `on_epoch_end(record)` is called after each
+    epoch (raise in it to interrupt). At the end the best-dev weights are loaded (restore_best).
+    """
+    from tqdm.auto import tqdm
+
+    from .optim import AdamW
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    metric = TASK_METRIC[task]
+    eval_batch_size = eval_batch_size or max(batch_size, 64)
+    fingerprint = {"task": task, "lr": lr, "batch_size": batch_size, "seed": seed, "weight_decay": weight_decay,
+                   "n_train": len(train), "n_dev": len(dev), "epochs": epochs}
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        done = run_dir / "done.json"
+        if done.is_file():
+            record = json.loads(done.read_text())
+            if record.get("fingerprint") != fingerprint:
+                raise ValueError(f"{run_dir} holds a finished run with other settings "
+                                 f"({record.get('fingerprint')}); delete it or use another run_dir")
+            if restore_best and (run_dir / "best.pt").is_file():
+                load_trainable_state(model, torch.load(run_dir / "best.pt", map_location=device))
+            record.pop("fingerprint")
+            return FitResult(**record)
+
+    optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    history, step_losses, start_epoch, resumed = [], [], 1, None
+    best_value, best_epoch, best_metrics = -math.inf, 0, {}
+    last = run_dir / "last.pt" if run_dir is not None else None
+    if last is not None and last.is_file():
+        ckpt = torch.load(last, map_location=device, weights_only=False)
+        if ckpt["fingerprint"] != fingerprint:
+            raise ValueError(f"{last} was written with other settings ({ckpt['fingerprint']}, now "
+                             f"{fingerprint}); delete {run_dir} to start again")
+        load_trainable_state(model, ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        history, step_losses = ckpt["history"], ckpt["step_losses"]
+        best_value, best_epoch, best_metrics = ckpt["best_value"], ckpt["best_epoch"], ckpt["best_metrics"]
+        start_epoch = resumed = ckpt["epoch"] + 1
+        set_rng_state(ckpt["rng"])
+        if verbose:
+            print(f"resuming {task} from {last} after epoch {ckpt['epoch']}")
+    else:
+        seed_everything(seed)
+
+    dev_batches = make_batches(dev, task, eval_batch_size)
+    model.to(device)
+    step = len(step_losses)
+    for epoch in range(start_epoch, epochs + 1):
+        batches = make_batches(train, task, batch_size, shuffle=True, seed=seed, epoch=epoch,
+                               bucket_batches=bucket_batches)
+        losses, tokens = [], 0
+        t0 = time.perf_counter()
+        bar = tqdm(batches, desc=f"{task} epoch {epoch}/{epochs}", leave=False, disable=not progress)
+        for batch in bar:
+            step += 1
+            tokens += batch_tokens(batch)
+            stats = training_step(model, task, to_device(batch, device), optimizer,
+                                  smart=smart, teacher=teacher, step=step)
+            losses.append(stats["loss"])
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
+        train_seconds = time.perf_counter() - t0
+        step_losses += losses
+        t1 = time.perf_counter()
+        metrics, _ = evaluate(model, task, dev_batches, device)
+        eval_seconds = time.perf_counter() - t1
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), **metrics,
+                  "train_seconds": train_seconds, "eval_seconds": eval_seconds, "tokens": tokens,
+                  "tokens_per_second": tokens / train_seconds if train_seconds > 0 else 0.0}
+        history.append(record)
+        if metrics[metric] > best_value:
+            best_value, best_epoch, best_metrics = metrics[metric], epoch, dict(metrics)
+            if run_dir is not None:
+                _atomic_save(trainable_state(model), run_dir / "best.pt")
+            elif restore_best:
+                best_state = trainable_state(model)
+        if verbose:
+            print(f"{task} epoch {epoch}: train loss {record['train_loss']:.3f}, dev {metric} "
+                  f"{metrics[metric]:.3f}, {train_seconds:.1f} s")
+        if last is not None:
+            _atomic_save({"epoch": epoch, "model": trainable_state(model), "optimizer": optimizer.state_dict(),
+                          "rng": rng_state(), "history": history, "step_losses": step_losses,
+                          "best_value": best_value, "best_epoch": best_epoch, "best_metrics": best_metrics,
+                          "fingerprint": fingerprint}, last)
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+
+    train_s = sum(h["train_seconds"] for h in history)
+    result = FitResult(task=task, metric=metric, best_epoch=best_epoch, best_metrics=best_metrics,
+                       history=history, step_losses=step_losses,
+                       seconds_per_epoch=train_s / len(history) if history else 0.0,
+                       tokens_per_second=sum(h["tokens"] for h in history) / train_s if train_s else 0.0,
+                       resumed_from_epoch=resumed)
+    if restore_best and best_epoch:
+        if run_dir is not None:
+            load_trainable_state(model, torch.load(run_dir / "best.pt", map_location=device))
+        else:
+            load_trainable_state(model, best_state)
+    if run_dir is not None:
+        tmp = run_dir / "done.json.tmp"
+        tmp.write_text(json.dumps({**result.to_dict(), "fingerprint": fingerprint}))
+        os.replace(tmp, run_dir / "done.json")
+        last.unlink(missing_ok=True)
+    return result

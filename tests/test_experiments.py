@@ -1,0 +1,96 @@
+"""The results runner and the results-file schema (minbert_lib.experiments)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from minbert_lib import experiments as ex
+from minbert_lib.profiles import get_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_runner(spec, profile, seed, device, run_dir, progress=True):
+    acc = 0.5 + 0.01 * seed
+    return {"metrics": {f"{spec.tasks[0]}_acc": acc},
+            "history": [{"epoch": 1, f"{spec.tasks[0]}_acc": acc - 0.1, "train_loss": 1.0},
+                        {"epoch": 2, f"{spec.tasks[0]}_acc": acc, "train_loss": 0.5}],
+            "seconds_per_epoch": 1.5, "tokens_per_second": 100.0, "data": {"sst_train": 10},
+            "hyperparameters": {"lr": 1e-3}}
+
+
+@pytest.fixture
+def fake_table(monkeypatch):
+    monkeypatch.setitem(ex.RUNNERS, "fake", fake_runner)
+    monkeypatch.setitem(ex.TABLES, "tabletest", {})
+    ex.register_row(ex.RowSpec("tabletest", "row-a", tasks=("sst",), schedule="fake", seeds=(0, 1, 2)))
+    ex.register_row(ex.RowSpec("tabletest", "row-b", tasks=("quora",), schedule="fake"))
+    return ex.TABLES["tabletest"]
+
+
+def test_table1_rows_are_registered():
+    rows = ex.TABLES["table1"]
+    assert set(rows) == {"sst-pretrain", "sst-finetune", "cfimdb-pretrain", "cfimdb-finetune"}
+    assert rows["sst-pretrain"].freeze_bert and not rows["sst-finetune"].freeze_bert
+    cpu = get_profile("cpu")
+    assert rows["sst-pretrain"].learning_rate(cpu) == cpu.lr_pretrain
+    assert rows["cfimdb-finetune"].learning_rate(cpu) == cpu.lr_finetune
+    assert set(ex.REFERENCE_TABLE1) == set(rows)
+
+
+def test_run_writes_valid_rows_skips_and_forces(fake_table, tmp_path, capsys):
+    prof = get_profile("quick")
+    kw = dict(results_root=tmp_path, checkpoints_root=tmp_path / "ckpt", device="cpu", progress=False)
+    records = ex.run_table("tabletest", prof, **kw)
+    path = tmp_path / "quick" / "tabletest" / "row-a.json"
+    rec = json.loads(path.read_text())
+    assert ex.validate_record(rec) == []
+    assert rec["seeds"] == [0, 1, 2] and rec["metrics"]["sst_acc"] == pytest.approx(0.51)
+    assert rec["metrics_std"]["sst_acc"] == pytest.approx(0.01)
+    assert rec["history"][1]["sst_acc"] == pytest.approx(0.51) and rec["epochs"] == 2
+    assert ex.mean_std(rec, "sst_acc") == "0.510 ± 0.010"
+    assert "quora_train" in records["row-b"]["data"]  # the fallback is recorded for Quora rows
+    assert not list((tmp_path / "quick" / "tabletest").glob(".*tmp"))  # atomic writes leave no temp files
+    date = rec["date"]
+    ex.run_table("tabletest", prof, **kw)
+    assert "skipped" in capsys.readouterr().out
+    assert json.loads(path.read_text())["date"] == date
+    ex.run_table("tabletest", prof, rows=["row-a"], force=True, **kw)
+    loaded = ex.load_results("quick", "tabletest", root=tmp_path)
+    assert list(loaded) == ["row-a", "row-b"]
+    assert "row-a" in ex.format_table(loaded)
+
+
+def test_schema_rejects_broken_records(fake_table, tmp_path):
+    ex.run_table("tabletest", get_profile("quick"), rows=["row-b"], results_root=tmp_path,
+                 checkpoints_root=tmp_path, device="cpu", progress=False)
+    good = json.loads((tmp_path / "quick" / "tabletest" / "row-b.json").read_text())
+    assert ex.validate_record(good) == []
+    for key in ex.REQUIRED:
+        bad = {k: v for k, v in good.items() if k != key}
+        assert ex.validate_record(bad), key
+    assert ex.validate_record({**good, "metrics": {"accuracy": 0.5}, "metrics_std": {"accuracy": 0}})
+    assert ex.validate_record({**good, "epochs": 5})
+    assert ex.validate_record({**good, "metrics": {"quora_acc": float("nan")}})
+
+
+def test_unknown_rows_and_schedules_fail_clearly(fake_table, tmp_path):
+    with pytest.raises(KeyError, match="Unknown rows"):
+        ex.run_table("tabletest", get_profile("quick"), rows=["nope"], results_root=tmp_path)
+    spec = ex.RowSpec("tabletest", "row-c", schedule="not-registered")
+    with pytest.raises(KeyError, match="No runner"):
+        ex.run_row(spec, get_profile("quick"), results_root=tmp_path)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "results").glob("*/*/*.json")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_recorded_results_follow_the_schema(path):
+    record = json.loads(path.read_text())
+    assert ex.validate_record(record) == []
+    assert record["profile"] == path.parts[-3] and record["table"] == path.parts[-2] and record["row"] == path.stem
+
+
+def test_cli_show_and_list(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINBERT_RESULTS_DIR", str(tmp_path))
+    assert ex.main(["show", "table1", "--profile", "cpu"]) == 1
+    assert ex.main(["list"]) == 0
+    assert "sst-finetune" in capsys.readouterr().out
