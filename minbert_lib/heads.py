@@ -37,6 +37,16 @@ TASK_KIND = {"sst": "categorical", "cfimdb": "categorical", "quora": "bernoulli"
 TASK_METRIC = {"sst": "sst_acc", "cfimdb": "cfimdb_acc", "quora": "quora_acc", "sts": "sts_pearson"}
 NUM_CLASSES = {"sst": 5, "cfimdb": 2}
 PAIR_TASKS = ("quora", "sts")
+# How a sentence becomes one vector: BERT's pooler on [CLS] (the course's choice), or the
+# mean of the last hidden states over real tokens (how all-MiniLM-L6-v2 was trained;
+# Reimers & Gurevych 2019). Chapter 8 compares them.
+POOLINGS = ("cls", "mean")
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of (B, T, H) hidden states over the positions where mask (B, T) is 1 -> (B, H)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 class MultitaskBert(nn.Module):
@@ -48,8 +58,11 @@ class MultitaskBert(nn.Module):
     """
 
     def __init__(self, bert: BertModel, dropout: float = 0.3, num_sentiment_classes: int = 5,
-                 relational: bool = False, freeze_bert: bool = False):
+                 relational: bool = False, freeze_bert: bool = False, pooling: str = "cls"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
         self.bert = bert
         self.freeze_bert = freeze_bert
         self.relational = relational
@@ -67,8 +80,12 @@ class MultitaskBert(nn.Module):
             self._build_relational(H, dropout)
 
     def _build_relational(self, H: int, dropout: float) -> None:
-        """The shared relational layer for pair tasks (Chapter 8; the multitask code adds it)."""
-        raise NotImplementedError("relational=True: the relational layer is added by the multitask chapter (issue 5)")
+        """The rich relational layer shared by the pair tasks (Chapter 8, ALGORITHMS.md):
+        φ(u, v) = [u, v, |u − v|, (u ⊙ v)/(‖u‖‖v‖ + ε)] → Dropout → Linear(4H → H) → LeakyReLU,
+        then Linear(H → 1) for the Quora logit and Linear(H → 1) → sigmoid → ×5 for STS."""
+        self.relation = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * H, H), nn.LeakyReLU())
+        self.paraphrase_rel = nn.Linear(H, 1)
+        self.similarity_rel = nn.Linear(H, 1)
 
     # -- helpers --------------------------------------------------------------------------
     @staticmethod
@@ -78,8 +95,12 @@ class MultitaskBert(nn.Module):
         return TASK_KIND[task]
 
     def pooled(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, T, H) embedding-layer output -> (B, H) pooled [CLS] vector."""
-        return self.bert.encode(embeddings, mask)["pooler_output"]
+        """(B, T, H) embedding-layer output -> (B, H) sentence vector: the pooled [CLS]
+        vector (pooling="cls") or the mean of the last hidden states over real tokens ("mean")."""
+        out = self.bert.encode(embeddings, mask)
+        if getattr(self, "pooling", "cls") == "mean":
+            return mean_pool(out["last_hidden_state"], mask)
+        return out["pooler_output"]
 
     # -- the API ----------------------------------------------------------------------------
     def embed(self, task: str, batch: dict) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
@@ -112,8 +133,21 @@ class MultitaskBert(nn.Module):
             return 5.0 * F.cosine_similarity(u, v, dim=-1)  # (B,), in [-5, 5]; labels in [0, 5]
         raise ValueError(f"No head for task {task!r}")
 
+    @staticmethod
+    def relational_features(u: torch.Tensor, v: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+        """φ(u, v) = [u, v, |u − v|, (u ⊙ v)/(‖u‖‖v‖ + ε)], (B, 4H); the last block sums to cos(u, v)."""
+        scale = u.norm(dim=-1, keepdim=True) * v.norm(dim=-1, keepdim=True) + eps  # (B, 1)
+        return torch.cat([u, v, (u - v).abs(), u * v / scale], dim=-1)
+
     def predict_relational(self, task: str, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError("the relational pair heads are added by the multitask chapter (issue 5)")
+        """Pair heads through the shared relational layer: Quora one logit (B,), STS a score
+        in (0, 5) (B,) = 5·sigmoid(w·r + b), trained with MSE on the 0-5 labels (= 25× MSE on label/5)."""
+        r = self.relation(self.relational_features(u, v))  # (B, H)
+        if task == "quora":
+            return self.paraphrase_rel(r).squeeze(-1)
+        if task == "sts":
+            return 5.0 * torch.sigmoid(self.similarity_rel(r).squeeze(-1))
+        raise ValueError(f"No relational head for task {task!r}")
 
     def forward(self, task: str, batch: dict) -> torch.Tensor:
         embeddings, masks = self.embed(task, batch)

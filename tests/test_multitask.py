@@ -128,3 +128,58 @@ def test_schedule_dispatch_and_errors():
         mt.schedule("nope", SMALL, 16)
     with pytest.raises(ValueError):
         mt.round_robin({"sst": 10, "quora": 10, "sts": 3}, batch_size=16)
+
+
+# -- the pair heads and the relational layer (minbert_lib.heads) --------------------------------
+import torch
+
+from minbert_lib.heads import MultitaskBert, mean_pool
+from minbert_lib.model import BertConfig, BertModel
+
+
+def _tiny(**kw):
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=32)
+    return MultitaskBert(BertModel(cfg), dropout=0.0, **kw).eval()
+
+
+def _pair_batch(B=4, T=7):
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[0, 4:] = 0
+    return {"input_ids": torch.randint(1, 60, (B, T), generator=g), "attention_mask": mask,
+            "input_ids2": torch.randint(1, 60, (B, T), generator=g), "attention_mask2": torch.ones(B, T, dtype=torch.long)}
+
+
+def test_relational_last_block_sums_to_cosine_and_heads_have_the_right_shapes():
+    u, v = torch.randn(5, 16), torch.randn(5, 16)
+    phi = MultitaskBert.relational_features(u, v)
+    assert phi.shape == (5, 64)
+    torch.testing.assert_close(phi[:, 48:].sum(-1), torch.cosine_similarity(u, v, dim=-1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(phi[:, 32:48], (u - v).abs())
+    model = _tiny(relational=True)
+    batch = _pair_batch()
+    q, s = model("quora", batch), model("sts", batch)
+    assert q.shape == (4,) and s.shape == (4,)
+    assert ((s > 0) & (s < 5)).all()  # 5 * sigmoid
+    # the layer is shared: a change to it moves both pair heads
+    with torch.no_grad():
+        model.relation[1].bias.add_(1.0)
+    assert not torch.equal(model("quora", batch), q) and not torch.equal(model("sts", batch), s)
+
+
+def test_simple_pair_heads_and_mean_pooling():
+    model = _tiny(pooling="mean")
+    batch = _pair_batch()
+    s = model("sts", batch)
+    assert s.shape == (4,) and (s.abs() <= 5 + 1e-5).all()
+    # mean pooling ignores padding: changing a padded token changes nothing
+    batch2 = dict(batch, input_ids=batch["input_ids"].clone())
+    batch2["input_ids"][0, 5] = 3
+    torch.testing.assert_close(model("sts", batch2), s)
+    h = torch.randn(2, 3, 4)
+    m = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    torch.testing.assert_close(mean_pool(h, m)[0], h[0, :2].mean(0))
+    with pytest.raises(ValueError):
+        _tiny(pooling="max")
