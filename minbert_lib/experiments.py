@@ -126,6 +126,49 @@ REFERENCE_TABLE1 = {
 }
 
 
+# Table 2 of the poster: SST, Quora and STS from one BERT (rows trained by minbert_lib.multitask;
+# its runners are registered when that module is imported). Single-task rows train SST only
+# and evaluate all three tasks with untrained pair heads, as the poster did. "finetune-smart"
+# is registered with SMART (minbert_lib.smart).
+_ALL3 = ("sst", "quora", "sts")
+for _spec in (
+    RowSpec("table2", "pretrain-default", tasks=("sst",), schedule="sst-only", freeze_bert=True,
+            label="Pretrain default", description="BERT frozen, SST head trained; pair heads untrained"),
+    RowSpec("table2", "finetune-default", tasks=("sst",), schedule="sst-only",
+            label="Fine-tune default", description="every weight fine-tuned on SST only; pair heads untrained"),
+    RowSpec("table2", "rrobin", tasks=_ALL3, schedule="rrobin", label="Fine-tune rrobin",
+            description="equal round-robin: floor(N_STS/B) iterations, one step per task (SST, Quora, STS)"),
+    RowSpec("table2", "rrobin+smart", tasks=_ALL3, schedule="rrobin", smart=True, label="Fine-tune rrobin+smart",
+            description="equal round-robin with SMART (adversarial regularizer and momentum teacher)"),
+    RowSpec("table2", "rrobin-pre+smart", tasks=_ALL3, schedule="rrobin-pre", smart=True,
+            label="Fine-tune rrobin-pre+smart",
+            description="all Quora first (additional pretraining), round-robin in the last iterations; SMART"),
+    RowSpec("table2", "rrobin-full", tasks=_ALL3, schedule="rrobin-full", label="Fine-tune rrobin-full",
+            description="interleaved: every example of every task once per epoch, SST/STS batches shrunk"),
+    RowSpec("table2", "rrobin-full+smart", tasks=_ALL3, schedule="rrobin-full", smart=True,
+            label="Fine-tune rrobin-full+smart", description="interleaved with SMART"),
+    RowSpec("table2", "rrobin-full+layer", tasks=_ALL3, schedule="rrobin-full", relational=True,
+            label="Fine-tune rrobin-full+layer",
+            description="interleaved with the shared relational layer for Quora and STS"),
+):
+    register_row(_spec)
+
+# The poster's Table 2 (dev; seconds per epoch on an AWS EC2 instance), typed from poster.txt.
+REFERENCE_TABLE2 = {
+    "pretrain-default": {"sst_acc": 0.396, "quora_acc": 0.380, "sts_pearson": 0.019, "seconds": 9},
+    "finetune-default": {"sst_acc": 0.525, "quora_acc": 0.522, "sts_pearson": 0.240, "seconds": 25},
+    "finetune-smart": {"sst_acc": 0.520, "quora_acc": 0.501, "sts_pearson": 0.382, "seconds": 161},
+    "rrobin": {"sst_acc": 0.524, "quora_acc": 0.726, "sts_pearson": 0.583, "seconds": 67},
+    "rrobin+smart": {"sst_acc": 0.532, "quora_acc": 0.741, "sts_pearson": 0.680, "seconds": 464},
+    "rrobin-pre+smart": {"sst_acc": 0.519, "quora_acc": 0.851, "sts_pearson": 0.690, "seconds": 3037},
+    "rrobin-full": {"sst_acc": 0.498, "quora_acc": 0.863, "sts_pearson": 0.762, "seconds": 1420},
+    "rrobin-full+smart": {"sst_acc": 0.485, "quora_acc": 0.850, "sts_pearson": 0.714, "seconds": 4549},
+    "rrobin-full+layer": {"sst_acc": 0.501, "quora_acc": 0.867, "sts_pearson": 0.802, "seconds": 1550},
+}
+# The poster's best model (rrobin-full+layer) on the test sets.
+REFERENCE_TABLE2_TEST = {"sst_acc": 0.503, "quora_acc": 0.865, "sts_pearson": 0.789}
+
+
 # --------------------------------------------------------------------------------------
 # Data subsets and the single-task runner (Table 1)
 # --------------------------------------------------------------------------------------

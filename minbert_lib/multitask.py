@@ -257,3 +257,420 @@ def summarize(steps: list[Step]) -> dict[str, dict]:
         d["distinct"] = len(d["distinct"])
         d["batch_sizes"] = sorted(d["batch_sizes"])
     return out
+
+
+# =============================================================================================
+# The multitask training loop
+# =============================================================================================
+PAIR = ("quora", "sts")
+EVAL_TASKS = ("sst", "quora", "sts")
+
+
+@dataclass(frozen=True)
+class MultitaskScale:
+    """The data and batch sizes Table 2 trains with under one profile (recorded in every
+    results file). `train_limit` / `dev_limit`: at most this many examples per task (None:
+    all); `batch_size`: B of the schedules; `max_length`: WordPiece tokens per sentence."""
+
+    batch_size: int
+    epochs: int
+    max_length: int
+    train_limit: dict
+    dev_limit: dict
+    eval_batch_size: int = 128
+    head_lr: float | None = None  # learning rate of the task heads when fine-tuning (None: as BERT's)
+    pooling: str = "mean"  # sentence vector: "mean" (how MiniLM was trained) or "cls" (the pooler)
+
+
+SCALES = {
+    # CI and the chapters: a few seconds per row.
+    "quick": MultitaskScale(batch_size=16, epochs=1, max_length=48,
+                            train_limit={"sst": 96, "quora": 96, "sts": 64},
+                            dev_limit={"sst": 96, "quora": 96, "sts": 96}, head_lr=1e-3),
+    # The recorded grid on 2 shared CPU cores (about 70 minutes for the nine rows): one epoch
+    # of subsets; a higher learning rate for the freshly initialised heads because the
+    # subsets give only tens of steps per task (the poster trains every weight at 1e-5).
+    "cpu": MultitaskScale(batch_size=32, epochs=1, max_length=64,
+                          train_limit={"sst": 2000, "quora": 2000, "sts": 800},
+                          dev_limit={"sst": None, "quora": 800, "sts": None}, head_lr=1e-3),
+    # The poster: batch 64, all the data, 10 epochs, one learning rate for every weight.
+    "paper": MultitaskScale(batch_size=64, epochs=10, max_length=128,
+                            train_limit={}, dev_limit={}, eval_batch_size=256, pooling="cls"),
+}
+
+
+def scale_for(profile) -> MultitaskScale:
+    return SCALES.get(getattr(profile, "name", profile), SCALES["cpu"])
+
+
+@dataclass
+class MultitaskResult:
+    best_epoch: int
+    best_metrics: dict
+    history: list
+    seconds_per_epoch: float
+    tokens_per_second: float
+    steps_per_epoch: dict
+    resumed_from_epoch: int | None = None
+
+
+def _select(metrics: dict, tasks) -> float:
+    from .heads import TASK_METRIC
+
+    return float(np.mean([metrics[TASK_METRIC[t]] for t in tasks]))
+
+
+def evaluate_all(model, dev: dict, tasks=EVAL_TASKS, batch_size: int = 128, device=None):
+    """Dev metrics of every task in `tasks` (one dict) and the predictions per task."""
+    from .train import evaluate, make_batches
+
+    metrics, preds = {}, {}
+    for t in tasks:
+        if t in dev and dev[t]:
+            m, p = evaluate(model, t, make_batches(dev[t], t, batch_size), device)
+            metrics.update(m)
+            preds[t] = p
+    return metrics, preds
+
+
+def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs: int, lr: float,
+                    batch_size: int = 32, seed: int = 0, run_dir=None, device=None, progress: bool = True,
+                    smart=None, eval_tasks=EVAL_TASKS, select_tasks=None, eval_batch_size: int = 128,
+                    dist_info=None, verbose: bool = False, on_epoch_end=None,
+                    head_lr: float | None = None) -> MultitaskResult:
+    """Train one model on the tasks in `train` (encoded examples per task) with a schedule.
+
+    Every step is `train.training_step` on the task and batch the schedule names (SMART
+    when `smart` is a SmartConfig, with one momentum teacher for the whole model). After
+    each epoch every task in `eval_tasks` is evaluated on `dev`; the best epoch by the mean
+    dev metric of `select_tasks` (default: the trained tasks) is kept (best.pt). With a
+    `run_dir`, `last.pt` after each epoch makes an interrupted run resume where it stopped
+    and reach the same result; a finished run leaves done.json and returns it again.
+    `dist_info` (distributed.DistInfo): each rank takes its share of every batch through DDP.
+    """
+    import json
+    import os
+    from pathlib import Path
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import train as T
+    from .distributed import DDPMultitask, DistInfo, shard
+    from .optim import AdamW
+
+    info = dist_info or DistInfo()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    tasks = [t for t in TASK_ORDER if t in train] + [t for t in train if t not in TASK_ORDER]
+    select_tasks = tuple(select_tasks or tasks)
+    sizes = {t: len(train[t]) for t in tasks}
+    lengths = {t: [it["length"] for it in train[t]] for t in tasks}
+    fingerprint = {"schedule": schedule_name, "lr": lr, "batch_size": batch_size, "seed": seed, "epochs": epochs,
+                   "sizes": sizes, "dev": {t: len(dev.get(t, [])) for t in eval_tasks}, "smart": bool(smart),
+                   "head_lr": head_lr}
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        done = run_dir / "done.json"
+        if done.is_file():
+            record = json.loads(done.read_text())
+            if record.pop("fingerprint", None) != fingerprint:
+                raise ValueError(f"{run_dir} holds a finished run with other settings; delete it")
+            T.load_trainable_state(model, torch.load(run_dir / "best.pt", map_location=device))
+            return MultitaskResult(**record)
+
+    net = DDPMultitask(model) if info.enabled else model
+    bert_params = [p for p in model.bert.parameters() if p.requires_grad]
+    bert_ids = {id(p) for p in model.bert.parameters()}
+    head_params = [p for p in model.parameters() if p.requires_grad and id(p) not in bert_ids]
+    groups = [{"params": head_params, "lr": head_lr or lr}]
+    if bert_params:
+        groups.insert(0, {"params": bert_params, "lr": lr})
+    optimizer = AdamW(groups, lr=lr)
+    teacher = smart.make_teacher(model) if smart is not None else None
+    history, start, resumed = [], 1, None
+    best_value, best_epoch, best_metrics, best_state = -float("inf"), 0, {}, None
+    last = run_dir / "last.pt" if run_dir is not None else None
+    if last is not None and last.is_file():
+        ckpt = torch.load(last, map_location=device, weights_only=False)
+        if ckpt["fingerprint"] != fingerprint:
+            raise ValueError(f"{last} was written with other settings; delete {run_dir} to start again")
+        T.load_trainable_state(model, ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if teacher is not None:
+            teacher.load_state_dict(ckpt["teacher"])
+        history, best_value, best_epoch, best_metrics = ckpt["history"], ckpt["best_value"], ckpt["best_epoch"], ckpt["best_metrics"]
+        start = resumed = ckpt["epoch"] + 1
+        T.set_rng_state(ckpt["rng"])
+        if verbose:
+            print(f"resuming after epoch {ckpt['epoch']}")
+    else:
+        T.seed_everything(seed)
+
+    step_no = sum(h["steps"] for h in history)
+    for epoch in range(start, epochs + 1):
+        steps = schedule(schedule_name, sizes, batch_size, epoch=epoch - 1, seed=seed, epochs=epochs, lengths=lengths)
+        losses = {t: [] for t in tasks}
+        tokens = 0
+        t0 = time.perf_counter()
+        bar = tqdm(steps, desc=f"{schedule_name} epoch {epoch}/{epochs}", leave=False,
+                   disable=not progress or not info.is_main)
+        for s in bar:
+            step_no += 1
+            items = [train[s.task][i] for i in shard(s.indices, info)]
+            batch = T.to_device(T.collate(items, s.task), device)
+            tokens += T.batch_tokens(batch)
+            stats = T.training_step(net, s.task, batch, optimizer, smart=smart, teacher=teacher, step=step_no)
+            losses[s.task].append(stats["loss"])
+            if step_no % 10 == 0:
+                bar.set_postfix({t: f"{np.mean(v[-10:]):.2f}" for t, v in losses.items() if v})
+        train_seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        metrics, _ = evaluate_all(model, dev, eval_tasks, eval_batch_size, device)
+        eval_seconds = time.perf_counter() - t1
+        record = {"epoch": epoch, **metrics,
+                  **{f"{t}_train_loss": float(np.mean(v)) for t, v in losses.items() if v},
+                  "train_seconds": train_seconds, "eval_seconds": eval_seconds, "steps": len(steps),
+                  "tokens": tokens, "tokens_per_second": tokens / train_seconds if train_seconds > 0 else 0.0}
+        history.append(record)
+        value = _select(metrics, select_tasks)
+        if value > best_value:
+            best_value, best_epoch, best_metrics = value, epoch, dict(metrics)
+            if run_dir is not None and info.is_main:
+                T._atomic_save(T.trainable_state(model), run_dir / "best.pt")
+            best_state = T.trainable_state(model) if run_dir is None else None
+        if verbose and info.is_main:
+            print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+                  + f" | {train_seconds:.1f} s training")
+        if last is not None and info.is_main:
+            T._atomic_save({"epoch": epoch, "model": T.trainable_state(model), "optimizer": optimizer.state_dict(),
+                            "teacher": teacher.state_dict() if teacher is not None else None,
+                            "rng": T.rng_state(), "history": history, "best_value": best_value,
+                            "best_epoch": best_epoch, "best_metrics": best_metrics, "fingerprint": fingerprint}, last)
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+
+    train_s = sum(h["train_seconds"] for h in history)
+    steps_per_epoch = {t: c["steps"] for t, c in summarize(schedule(schedule_name, sizes, batch_size, 0, seed, epochs)).items()}
+    result = MultitaskResult(best_epoch=best_epoch, best_metrics=best_metrics, history=history,
+                             seconds_per_epoch=train_s / len(history) if history else 0.0,
+                             tokens_per_second=sum(h["tokens"] for h in history) / train_s if train_s else 0.0,
+                             steps_per_epoch=steps_per_epoch, resumed_from_epoch=resumed)
+    if info.enabled:
+        import torch.distributed as tdist
+
+        tdist.barrier()  # rank 0 has written best.pt
+    if best_epoch:
+        state = torch.load(run_dir / "best.pt", map_location=device) if run_dir is not None else best_state
+        T.load_trainable_state(model, state)
+    if run_dir is not None and info.is_main:
+        from dataclasses import asdict
+
+        tmp = run_dir / "done.json.tmp"
+        tmp.write_text(json.dumps({**asdict(result), "fingerprint": fingerprint}))
+        os.replace(tmp, run_dir / "done.json")
+        last.unlink(missing_ok=True)
+    return result
+
+
+# =============================================================================================
+# Table 2 rows: the runner the experiments module calls, and the submission files
+# =============================================================================================
+def _schedule_of(spec) -> str:
+    return "single" if spec.schedule == "sst-only" else spec.schedule
+
+
+def table2_data(profile, tokenizer, scale: MultitaskScale | None = None, tasks=EVAL_TASKS):
+    """Encoded train and dev examples of each task at a profile's Table 2 scale, and sizes."""
+    from .data import load_task
+    from .experiments import subset
+    from .train import encode_examples
+
+    scale = scale or scale_for(profile)
+    train, dev, sizes = {}, {}, {}
+    for t in tasks:
+        full_train, full_dev = load_task(t, "train"), load_task(t, "dev")
+        tr = subset(full_train, scale.train_limit.get(t), f"{t}-train")
+        dv = subset(full_dev, scale.dev_limit.get(t), f"{t}-dev")
+        train[t], dev[t] = encode_examples(tr, tokenizer, scale.max_length), encode_examples(dv, tokenizer, scale.max_length)
+        sizes.update({f"{t}_train_used": len(tr), f"{t}_train_available": len(full_train),
+                      f"{t}_dev_used": len(dv), f"{t}_dev_available": len(full_dev)})
+    sizes["max_length"] = scale.max_length
+    return train, dev, sizes
+
+
+def build_model(spec, profile, scale: MultitaskScale | None = None, device=None):
+    from .heads import MultitaskBert
+    from .model import BertModel
+
+    scale = scale or scale_for(profile)
+    bert = BertModel.from_pretrained(profile.model, hidden_dropout_prob=profile.hidden_dropout)
+    model = MultitaskBert(bert, dropout=profile.hidden_dropout, num_sentiment_classes=5,
+                          relational=spec.relational, freeze_bert=spec.freeze_bert,
+                          pooling=spec.options.get("pooling", scale.pooling))
+    return model.to(device) if device is not None else model
+
+
+def run_multitask_row(spec, profile, seed: int, device, run_dir, progress: bool = True) -> dict:
+    """Train one seed of a Table 2 row (experiments runner). Single-task rows ("sst-only")
+    train SST alone and, like the poster, evaluate all three tasks (untrained pair heads)."""
+    from .distributed import init_from_env
+    from .smart import SmartConfig
+    from .tokenizer import Tokenizer
+    from .train import seed_everything
+
+    scale = scale_for(profile)
+    info = init_from_env()
+    tokenizer = Tokenizer.from_pretrained(profile.model)
+    train, dev, sizes = table2_data(profile, tokenizer, scale)
+    train = {t: train[t] for t in spec.tasks}
+    seed_everything(seed)  # the heads' initialisation depends on the seed
+    model = build_model(spec, profile, scale, device)
+    smart = SmartConfig(**spec.options.get("smart", {})) if spec.smart else None
+    lr = spec.learning_rate(profile)
+    head_lr = None if spec.freeze_bert else scale.head_lr
+    epochs = spec.epochs if spec.epochs is not None else scale.epochs
+    name = _schedule_of(spec)
+    result = train_multitask(model, train, dev, schedule_name=name, epochs=epochs, lr=lr, head_lr=head_lr,
+                             batch_size=scale.batch_size, seed=seed, run_dir=run_dir, device=device,
+                             progress=progress, smart=smart, eval_batch_size=scale.eval_batch_size,
+                             dist_info=info)
+    return {
+        "metrics": result.best_metrics,
+        "history": result.history,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "tokens_per_second": result.tokens_per_second,
+        "best_epoch": result.best_epoch,
+        "data": sizes,
+        "hyperparameters": {
+            "schedule": name, "tasks_trained": list(spec.tasks), "tasks_evaluated": list(EVAL_TASKS),
+            "steps_per_epoch": result.steps_per_epoch, "batch_size": scale.batch_size, "epochs": epochs,
+            "lr": lr, "head_lr": head_lr or lr, "max_length": scale.max_length,
+            "pooling": model.pooling, "relational": spec.relational, "freeze_bert": spec.freeze_bert,
+            "hidden_dropout": profile.hidden_dropout, "head_dropout": profile.hidden_dropout,
+            "smart": smart.to_dict() if smart else None, "world_size": info.world_size,
+            "optimizer": "AdamW (CS 224N variant), weight decay 0, no schedule; one step per task batch",
+            "selection": "best epoch by the mean dev metric of the trained tasks",
+            "sts_head": "relational: 5*sigmoid, MSE on the 0-5 scale" if spec.relational else "5*cos(u, v), MSE",
+        },
+    }
+
+
+def _register() -> None:
+    from .experiments import register_runner
+
+    for name in ("sst-only", "rrobin", "rrobin-pre", "rrobin-full", "proportional", "sqrt", "annealed"):
+        register_runner(name, run_multitask_row)
+
+
+_register()
+
+# The course's submission files (CS 224N 2023 default project, multitask_classifier.py):
+# a header "id \t Predicted_..." and one "id , prediction" line per example.
+SUBMISSION = {"sst": ("sst", "Predicted_Sentiment"), "quora": ("para", "Predicted_Is_Paraphrase"),
+              "sts": ("sts", "Predicted_Similiarity")}  # sic: the course's spelling
+
+
+def write_submission(path, ids, predictions, column: str) -> None:
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(f"id \t {column} \n")
+        for i, p in zip(ids, predictions):
+            f.write(f"{i} , {p} \n")
+
+
+def read_submission(path) -> dict:
+    """{id: prediction} from a submission file (floats)."""
+    out = {}
+    with open(path) as f:
+        next(f)
+        for line in f:
+            i, p = line.split(",")
+            out[i.strip()] = float(p)
+    return out
+
+
+def write_predictions(model, tokenizer, out_dir, max_length: int = 128, batch_size: int = 128, device=None,
+                      tasks=EVAL_TASKS) -> dict:
+    """Dev and test predictions of every task in the course's format under `out_dir`
+    ({sst,para,sts}-{dev,test}-output.csv); returns {file: number of lines or the reason absent}.
+    Dev files use the whole dev split (for Quora without quora-train.csv: the fallback's dev part)."""
+    from pathlib import Path
+
+    from .data import DataError, load_task
+    from .train import encode_examples, evaluate, make_batches
+
+    written = {}
+    for t in tasks:
+        stem, column = SUBMISSION[t]
+        for split in ("dev", "test"):
+            name = f"{stem}-{split}-output.csv"
+            try:
+                examples = load_task(t, split)
+            except DataError as e:
+                written[name] = f"absent: {e}"
+                continue
+            enc = encode_examples(examples, tokenizer, max_length)
+            _, pred = evaluate(model, t, make_batches(enc, t, batch_size), device)
+            preds = [round(float(p), 4) if t == "sts" else int(p) for p in pred["predictions"]]
+            order = {e.id: k for k, e in enumerate(examples)}  # back to the file's order
+            pairs = sorted(zip(pred["ids"], preds), key=lambda x: order[x[0]])
+            write_submission(Path(out_dir) / name, [a for a, _ in pairs], [b for _, b in pairs], column)
+            written[name] = len(pairs)
+    return written
+
+
+def best_row(records: dict, multitask_only: bool = True) -> str:
+    """The row with the highest mean of the three dev metrics."""
+    keys = ("sst_acc", "quora_acc", "sts_pearson")
+    rows = {r: v for r, v in records.items() if not multitask_only or len(v.get("tasks", [])) > 1}
+    return max(rows, key=lambda r: np.mean([rows[r]["metrics"][k] for k in keys]))
+
+
+def main(argv=None) -> int:
+    """`python -m minbert_lib.multitask predict --profile cpu [--row NAME]`: rebuild the best
+    Table 2 row from its checkpoint and write the submission files to predictions/."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from . import experiments as X
+    from .profiles import get_profile
+    from .tokenizer import Tokenizer
+    from .train import load_trainable_state
+
+    ap = argparse.ArgumentParser(prog="python -m minbert_lib.multitask")
+    sub = ap.add_subparsers(dest="command", required=True)
+    pr = sub.add_parser("predict")
+    pr.add_argument("--profile", default="cpu")
+    pr.add_argument("--row", default=None)
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    profile = get_profile(args.profile)
+    records = X.load_results(profile.name, "table2")
+    row = args.row or best_row(records)
+    spec = X.TABLES["table2"][row]
+    scale = scale_for(profile)
+    ckpt = X.checkpoints_dir() / profile.name / "table2" / row / f"seed{args.seed}" / "best.pt"
+    model = build_model(spec, profile, scale)
+    load_trainable_state(model, torch.load(ckpt, map_location="cpu"))
+    out = Path(args.out) if args.out else (X.repo_root() or Path.cwd()) / "predictions"
+    written = write_predictions(model, Tokenizer.from_pretrained(profile.model), out, scale.max_length)
+    info = {"row": row, "profile": profile.name, "seed": args.seed, "checkpoint": str(ckpt.relative_to(X.repo_root() or Path.cwd())),
+            "dev_metrics_recorded": records[row]["metrics"], "files": written, "commit": X.git_commit()}
+    (out / "provenance.json").write_text(json.dumps(info, indent=1) + "\n")
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
