@@ -183,3 +183,53 @@ def test_simple_pair_heads_and_mean_pooling():
     torch.testing.assert_close(mean_pool(h, m)[0], h[0, :2].mean(0))
     with pytest.raises(ValueError):
         _tiny(pooling="max")
+
+
+# -- the training loop: resume reaches the same result ---------------------------------------
+def _encoded(n_per_task=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    data = {}
+    for task in ("sst", "quora", "sts"):
+        items = []
+        for i in range(n_per_task):
+            L = int(torch.randint(3, 9, (1,), generator=g))
+            it = {"id": f"{task}{i}", "ids": torch.randint(1, 60, (L,), generator=g).tolist(), "length": L}
+            it["label"] = (int(torch.randint(0, 5, (1,), generator=g)) if task == "sst" else
+                           int(torch.randint(0, 2, (1,), generator=g)) if task == "quora" else
+                           float(torch.rand(1, generator=g) * 5))
+            if task != "sst":
+                it["ids2"] = torch.randint(1, 60, (L,), generator=g).tolist()
+            items.append(it)
+        data[task] = items
+    return data
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", ["rrobin", "rrobin-full"])
+def test_train_multitask_resumes_to_the_same_result(tmp_path, name):
+    train, dev = _encoded(), _encoded(8, seed=1)
+    kw = dict(schedule_name=name, epochs=2, lr=1e-3, batch_size=8, seed=0, progress=False)
+    straight = _tiny(relational=True)
+    r1 = mt.train_multitask(straight, train, dev, run_dir=tmp_path / "a", **kw)
+    assert len(r1.history) == 2 and set(r1.best_metrics) == {"sst_acc", "quora_acc", "sts_pearson"}
+    assert (tmp_path / "a" / "done.json").is_file() and (tmp_path / "a" / "best.pt").is_file()
+
+    def stop(record):
+        if record["epoch"] == 1:
+            raise _Stop
+
+    interrupted = _tiny(relational=True)
+    with pytest.raises(_Stop):
+        mt.train_multitask(interrupted, train, dev, run_dir=tmp_path / "b", on_epoch_end=stop, **kw)
+    resumed = _tiny(relational=True)
+    r2 = mt.train_multitask(resumed, train, dev, run_dir=tmp_path / "b", **kw)
+    assert r2.resumed_from_epoch == 2
+    assert r2.best_metrics == r1.best_metrics
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+    # a finished run is returned again without training
+    again = mt.train_multitask(_tiny(relational=True), train, dev, run_dir=tmp_path / "a", **kw)
+    assert again.best_metrics == r1.best_metrics
