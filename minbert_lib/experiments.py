@@ -217,7 +217,7 @@ def run_single_task(spec: RowSpec, profile: Profile, seed: int, device, run_dir:
     lr, epochs = spec.learning_rate(profile), spec.epochs_for(profile)
     result = fit(model, task, train, dev, epochs=epochs, lr=lr, batch_size=profile.batch_size, seed=seed,
                  run_dir=run_dir, device=device, progress=progress)
-    return {
+    out = {
         "metrics": result.best_metrics,
         "history": result.history,
         "seconds_per_epoch": result.seconds_per_epoch,
@@ -230,6 +230,14 @@ def run_single_task(spec: RowSpec, profile: Profile, seed: int, device, run_dir:
                             "optimizer": "AdamW (CS 224N variant), weight decay 0, no schedule",
                             "selection": "best dev epoch"},
     }
+    pred = result.extra.get("best_dev_predictions")
+    if pred and task in NUM_CLASSES:  # the best epoch's confusion matrix on dev (true class x predicted)
+        C = NUM_CLASSES[task]
+        confusion = np.zeros((C, C), dtype=int)
+        for y, p in zip(pred["labels"], pred["predictions"]):
+            confusion[int(y), int(p)] += 1
+        out["confusion"] = confusion.tolist()
+    return out
 
 
 register_runner("single", run_single_task)
@@ -480,6 +488,16 @@ def format_table(records: dict) -> str:
                       str(r["epochs"]), ",".join(map(str, r["seeds"]))])
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines)
+
+
+def html_table(header: list, rows: list[list], caption: str | None = None) -> str:
+    """A plain HTML table (cells escaped) for the chapters: `display(HTML(html_table(...)))`."""
+    import html
+
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="minbert-results">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def main(argv=None) -> int:

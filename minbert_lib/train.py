@@ -280,7 +280,7 @@ class FitResult:
     seconds_per_epoch: float  # mean training time per epoch (without dev evaluation)
     tokens_per_second: float  # real tokens per second of training, over all epochs
     resumed_from_epoch: int | None = None
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # "best_dev_predictions": evaluate()'s predictions at the best epoch
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -326,7 +326,7 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
 
     optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     history, step_losses, start_epoch, resumed = [], [], 1, None
-    best_value, best_epoch, best_metrics = -math.inf, 0, {}
+    best_value, best_epoch, best_metrics, best_predictions = -math.inf, 0, {}, None
     last = run_dir / "last.pt" if run_dir is not None else None
     if last is not None and last.is_file():
         ckpt = torch.load(last, map_location=device, weights_only=False)
@@ -337,6 +337,7 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
         optimizer.load_state_dict(ckpt["optimizer"])
         history, step_losses = ckpt["history"], ckpt["step_losses"]
         best_value, best_epoch, best_metrics = ckpt["best_value"], ckpt["best_epoch"], ckpt["best_metrics"]
+        best_predictions = ckpt.get("best_predictions")
         start_epoch = resumed = ckpt["epoch"] + 1
         set_rng_state(ckpt["rng"])
         if verbose:
@@ -364,7 +365,7 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
         train_seconds = time.perf_counter() - t0
         step_losses += losses
         t1 = time.perf_counter()
-        metrics, _ = evaluate(model, task, dev_batches, device)
+        metrics, predictions = evaluate(model, task, dev_batches, device)
         eval_seconds = time.perf_counter() - t1
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), **metrics,
                   "train_seconds": train_seconds, "eval_seconds": eval_seconds, "tokens": tokens,
@@ -372,6 +373,7 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
         history.append(record)
         if metrics[metric] > best_value:
             best_value, best_epoch, best_metrics = metrics[metric], epoch, dict(metrics)
+            best_predictions = predictions
             if run_dir is not None:
                 _atomic_save(trainable_state(model), run_dir / "best.pt")
             elif restore_best:
@@ -383,6 +385,7 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
             _atomic_save({"epoch": epoch, "model": trainable_state(model), "optimizer": optimizer.state_dict(),
                           "rng": rng_state(), "history": history, "step_losses": step_losses,
                           "best_value": best_value, "best_epoch": best_epoch, "best_metrics": best_metrics,
+                          "best_predictions": best_predictions,
                           "fingerprint": fingerprint}, last)
         if on_epoch_end is not None:
             on_epoch_end(record)
@@ -392,7 +395,7 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
                        history=history, step_losses=step_losses,
                        seconds_per_epoch=train_s / len(history) if history else 0.0,
                        tokens_per_second=sum(h["tokens"] for h in history) / train_s if train_s else 0.0,
-                       resumed_from_epoch=resumed)
+                       resumed_from_epoch=resumed, extra={"best_dev_predictions": best_predictions})
     if restore_best and best_epoch:
         if run_dir is not None:
             load_trainable_state(model, torch.load(run_dir / "best.pt", map_location=device))
