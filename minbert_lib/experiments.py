@@ -136,6 +136,9 @@ for _spec in (
             label="Pretrain default", description="BERT frozen, SST head trained; pair heads untrained"),
     RowSpec("table2", "finetune-default", tasks=("sst",), schedule="sst-only",
             label="Fine-tune default", description="every weight fine-tuned on SST only; pair heads untrained"),
+    RowSpec("table2", "finetune-smart", tasks=("sst",), schedule="sst-only", smart=True, label="Fine-tune smart",
+            description="every weight fine-tuned on SST only with SMART (adversarial regularizer and momentum "
+                        "teacher, the poster's settings); pair heads untrained"),
     RowSpec("table2", "rrobin", tasks=_ALL3, schedule="rrobin", label="Fine-tune rrobin",
             description="equal round-robin: floor(N_STS/B) iterations, one step per task (SST, Quora, STS)"),
     RowSpec("table2", "rrobin+smart", tasks=_ALL3, schedule="rrobin", smart=True, label="Fine-tune rrobin+smart",

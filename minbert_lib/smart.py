@@ -292,27 +292,35 @@ class SmartConfig:
         return MomentumTeacher(model, self.beta) if self.bregman else None
 
 
-def smart_forward(model: nn.Module, task: str, batch: dict, kind: str, config: SmartConfig,
-                  teacher: MomentumTeacher | None = None) -> tuple[torch.Tensor, dict]:
-    """The clean forward pass plus SMART's terms, for a model with the MultitaskBert
-    interface (`embed(task, batch)`, `forward_from_embeddings(task, embeddings, masks)`).
+def smart_terms(model: nn.Module, task: str, batch: dict, embeddings, masks, output: torch.Tensor,
+                kind: str, config: SmartConfig, teacher: MomentumTeacher | None = None) -> dict:
+    """SMART's terms for a batch whose clean forward pass (embeddings -> output) is done,
+    for a model with the MultitaskBert interface (`forward_from_embeddings(task, e, m)`;
+    the teacher is called as `teacher(task, batch)`).
 
-    Returns (clean output, terms) with terms = {"adv": R_s, "breg": D_Breg or None,
-    "reg": λ_s·R_s + μ·D_Breg}; the caller adds terms["reg"] to the task loss and calls
-    teacher.update(model) after the optimizer step.
+    Returns {"adv": R_s (None when λ_s = 0), "breg": D_Breg (None without a teacher or
+    when μ = 0), "reg": λ_s·R_s + μ·D_Breg}; the caller adds terms["reg"] to the task loss
+    and calls teacher.update(model) after the optimizer step.
     """
-    embeddings, masks = model.embed(task, batch)
-    output = model.forward_from_embeddings(task, embeddings, masks)
+    reg = output.new_zeros(())
+    adv = breg = None
+    if config.lambda_s:
+        def f(e, m):
+            return model.forward_from_embeddings(task, e, m)
 
-    def f(e, m):
-        return model.forward_from_embeddings(task, e, m)
-
-    adv = adversarial_loss(f, embeddings, masks, output, kind, eps=config.eps, sigma=config.sigma,
-                           eta=config.eta, steps=config.steps, model=model,
-                           dropout_in_adversary=config.dropout_in_adversary)
-    reg = config.lambda_s * adv
-    breg = None
+        adv = adversarial_loss(f, embeddings, masks, output, kind, eps=config.eps, sigma=config.sigma,
+                               eta=config.eta, steps=config.steps, model=model,
+                               dropout_in_adversary=config.dropout_in_adversary)
+        reg = reg + config.lambda_s * adv
     if teacher is not None and config.mu:
         breg = bregman_divergence(kind, output, teacher(task, batch))
         reg = reg + config.mu * breg
-    return output, {"adv": adv, "breg": breg, "reg": reg}
+    return {"adv": adv, "breg": breg, "reg": reg}
+
+
+def smart_forward(model: nn.Module, task: str, batch: dict, kind: str, config: SmartConfig,
+                  teacher: MomentumTeacher | None = None) -> tuple[torch.Tensor, dict]:
+    """The clean forward pass plus `smart_terms`: returns (clean output, terms)."""
+    embeddings, masks = model.embed(task, batch)
+    output = model.forward_from_embeddings(task, embeddings, masks)
+    return output, smart_terms(model, task, batch, embeddings, masks, output, kind, config, teacher)

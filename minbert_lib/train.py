@@ -163,11 +163,19 @@ def training_step(model, task: str, batch: dict, optimizer, smart=None, teacher=
     output = model.forward_from_embeddings(task, embeddings, masks)
     loss = task_loss(task, output, batch["labels"])
     stats = {"task_loss": float(loss.detach())}
-    if smart is not None or teacher is not None:
-        raise NotImplementedError("SMART terms are added by minbert_lib.smart (Chapter 6)")
+    if smart is not None:  # SMART (Chapters 6-7): loss += λ_s·R_s + μ·D_Breg
+        from .smart import smart_terms
+
+        terms = smart_terms(model, task, batch, embeddings, masks, output, TASK_KIND[task], smart, teacher)
+        loss = loss + terms["reg"]
+        stats.update({k: float(terms[k].detach()) for k in ("adv", "breg") if terms[k] is not None})
+    elif teacher is not None:
+        raise ValueError("a momentum teacher needs a SmartConfig (smart=...) for its weight mu")
     check_finite(loss, step, task)
     loss.backward()
     optimizer.step()
+    if teacher is not None:
+        teacher.update(model)
     stats["loss"] = float(loss.detach())
     return stats
 
@@ -335,6 +343,8 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
                              f"{fingerprint}); delete {run_dir} to start again")
         load_trainable_state(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        if teacher is not None and ckpt.get("teacher") is not None:
+            teacher.load_state_dict(ckpt["teacher"])
         history, step_losses = ckpt["history"], ckpt["step_losses"]
         best_value, best_epoch, best_metrics = ckpt["best_value"], ckpt["best_epoch"], ckpt["best_metrics"]
         best_predictions = ckpt.get("best_predictions")
@@ -386,6 +396,7 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
                           "rng": rng_state(), "history": history, "step_losses": step_losses,
                           "best_value": best_value, "best_epoch": best_epoch, "best_metrics": best_metrics,
                           "best_predictions": best_predictions,
+                          "teacher": teacher.state_dict() if teacher is not None else None,
                           "fingerprint": fingerprint}, last)
         if on_epoch_end is not None:
             on_epoch_end(record)

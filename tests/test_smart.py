@@ -271,3 +271,29 @@ def test_smart_forward_with_multitask_bert_pairs_and_training_step_shape():
         model.zero_grad()
         terms["reg"].backward()
         assert model.bert.pooler_dense.weight.grad.abs().sum() > 0
+
+
+def test_training_step_with_smart_updates_teacher_and_reports_terms():
+    from minbert_lib import train as T
+    from minbert_lib.heads import MultitaskBert
+    from minbert_lib.optim import AdamW
+
+    torch.manual_seed(0)
+    model = MultitaskBert(BertModel(BertConfig(**TINY)), dropout=0.1)
+    ids = batch(seed=3)
+    b = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 2, 3])}
+    cfg = SmartConfig(eps=1e-3, sigma=1e-3, beta=0.5)
+    teacher = cfg.make_teacher(model)
+    opt = AdamW(model.parameters(), lr=1e-2)
+    before = [p.clone() for p in teacher.model.parameters()]
+    stats = T.training_step(model, "sst", b, opt, smart=cfg, teacher=teacher, step=1)
+    assert {"loss", "task_loss", "adv", "breg"} <= set(stats)
+    assert stats["loss"] == pytest.approx(stats["task_loss"] + 5 * stats["adv"] + stats["breg"], rel=1e-5)
+    assert teacher.num_updates == 1
+    for t0, t1, p in zip(before, teacher.model.parameters(), model.parameters()):
+        torch.testing.assert_close(t1, 0.5 * t0 + 0.5 * p.detach())
+    with pytest.raises(ValueError):
+        T.training_step(model, "sst", b, opt, smart=None, teacher=teacher)
+    # Bregman only (λ_s = 0): no adversarial term computed.
+    stats = T.training_step(model, "sst", b, opt, smart=SmartConfig(lambda_s=0.0), teacher=teacher)
+    assert "adv" not in stats and "breg" in stats
