@@ -1,0 +1,176 @@
+"""Loss landscapes around trained weights: slices, surfaces and sharpness.
+
+"Walk less and only down smooth valleys" (the poster's title) is a claim about the shape of
+the loss around the weights fine-tuning finds. This module measures it:
+
+- directions in weight space: a random Gaussian direction, *filter-normalised* as Li et al.
+  (2018, "Visualizing the Loss Landscape of Neural Nets") do it (each row of each weight
+  matrix rescaled to the norm of the same row of the weights; biases and LayerNorm
+  parameters left out, d = 0), and the *adversarial* direction: the gradient of the loss,
+  filter-normalised the same way (uphill, as fast as possible);
+- `loss_slice` (1-D) and `loss_surface` (2-D) evaluate L(θ + a·d1 + b·d2) on a grid;
+- `sharpness`: the largest loss increase within an elementwise box
+  |δ_i| ≤ ρ (|θ_i| + 1) around θ (Keskar et al. 2017), found by projected sign-gradient
+  ascent in weight space: the same projected ascent SMART runs on the embeddings;
+- `top_hessian_eigenvalue`: the largest curvature, by power iteration with Hessian-vector
+  products from central differences of gradients.
+
+To keep this cheap, `CachedLoss` holds a float64 copy of the model in eval mode and computes
+the input of its top `k` transformer layers once: the landscape is the full model's loss on a
+fixed batch, as a function of the weights of the top k layers, the pooler and the task head.
+Introduced in Chapter 7 (notebooks/07_bregman_smooth_valleys).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class CachedLoss:
+    """loss() = the task loss of `model` on a fixed `batch`, as a function of the parameters
+    in `self.params` (top `k` layers, pooler, the head the task uses), eval mode (no dropout).
+
+    Works with the MultitaskBert interface: the model's lower layers run once to cache their
+    output; the top layers then run from that cache through `forward_from_embeddings`.
+    """
+
+    def __init__(self, model: nn.Module, task: str, batch: dict, k: int = 1, dtype=torch.float64,
+                 loss_fn=None):
+        from .train import task_loss
+
+        self.model = copy.deepcopy(model).to(dtype).eval()
+        self.task, self.labels = task, batch["labels"]
+        self.loss_fn = loss_fn or task_loss
+        bert = self.model.bert
+        layers = bert.bert_layers
+        self._top = nn.ModuleList(layers[len(layers) - k:])
+        with torch.no_grad():
+            embeddings, self.masks = self.model.embed(task, batch)
+            bert.bert_layers = nn.ModuleList(layers[:len(layers) - k])
+            self.hidden = tuple(bert.encode(e, m)["last_hidden_state"] for e, m in zip(embeddings, self.masks))
+            bert.bert_layers = self._top
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        # The parameters the loss depends on (unused heads are left out).
+        # (the lower layers are no longer in the module tree: bert_layers holds the top k)
+        candidates = [(n, p) for n, p in self.model.named_parameters() if not n.startswith("bert.embeddings")]
+        for _, p in candidates:
+            p.requires_grad_(True)
+        grads = torch.autograd.grad(self._forward(), [p for _, p in candidates], allow_unused=True)
+        self.named_params = [(n, p) for (n, p), g in zip(candidates, grads) if g is not None]
+        for n, p in candidates:
+            p.requires_grad_(id(p) in {id(q) for _, q in self.named_params})
+        self.params = [p for _, p in self.named_params]
+        self.theta = [p.detach().clone() for p in self.params]
+
+    def _forward(self) -> torch.Tensor:
+        out = self.model.forward_from_embeddings(self.task, self.hidden, self.masks)
+        return self.loss_fn(self.task, out, self.labels)
+
+    def __call__(self) -> torch.Tensor:
+        return self._forward()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+    @torch.no_grad()
+    def set(self, offset=None) -> None:
+        """Set the parameters to θ + offset (a list like self.params), or back to θ."""
+        for p, t, *o in zip(self.params, self.theta, *([offset] if offset is not None else [])):
+            p.copy_(t + o[0] if o else t)
+
+    def loss_at(self, offset) -> float:
+        self.set(offset)
+        with torch.no_grad():
+            value = float(self())
+        self.set()
+        return value
+
+    def gradient(self, offset=None) -> list:
+        self.set(offset)
+        grads = torch.autograd.grad(self(), self.params)
+        self.set()
+        return [g.detach() for g in grads]
+
+
+# -- directions ------------------------------------------------------------------------------
+def filter_normalize(direction: list, theta: list) -> list:
+    """Li et al. (2018): rescale each row (filter) of each weight matrix of `direction` to
+    the norm of the same row of `theta`; 1-D parameters (biases, LayerNorm) get 0."""
+    out = []
+    for d, t in zip(direction, theta):
+        if t.dim() < 2:
+            out.append(torch.zeros_like(t))
+            continue
+        dn = d.flatten(1).norm(dim=1).clamp_min(1e-30)
+        tn = t.flatten(1).norm(dim=1)
+        out.append(d * (tn / dn).view(-1, *([1] * (t.dim() - 1))))
+    return out
+
+
+def random_direction(theta: list, seed: int = 0) -> list:
+    """A filter-normalised Gaussian direction."""
+    g = torch.Generator().manual_seed(seed)
+    return filter_normalize([torch.randn(t.shape, generator=g, dtype=t.dtype) for t in theta], theta)
+
+
+def gradient_direction(loss: CachedLoss) -> list:
+    """The adversarial direction: the loss gradient at θ, filter-normalised (uphill)."""
+    return filter_normalize(loss.gradient(), loss.theta)
+
+
+def _combine(coefs, directions):
+    return [sum(c * d[i] for c, d in zip(coefs, directions)) for i in range(len(directions[0]))]
+
+
+def loss_slice(loss: CachedLoss, direction: list, alphas) -> np.ndarray:
+    """L(θ + α d) for each α."""
+    return np.array([loss.loss_at(_combine([a], [direction])) for a in alphas])
+
+
+def loss_surface(loss: CachedLoss, d1: list, d2: list, alphas, betas) -> np.ndarray:
+    """L(θ + α d1 + β d2) on the grid: array (len(betas), len(alphas)) (rows: β)."""
+    return np.array([[loss.loss_at(_combine([a, b], [d1, d2])) for a in alphas] for b in betas])
+
+
+# -- sharpness -------------------------------------------------------------------------------
+def sharpness(loss: CachedLoss, rho: float = 1e-3, steps: int = 10) -> dict:
+    """max over |δ_i| ≤ ρ(|θ_i| + 1) of L(θ + δ) − L(θ), by projected sign-gradient ascent
+    (step 2.5·ρ/steps of the box's size). Returns the increase, the relative increase and
+    the loss at θ."""
+    box = [rho * (t.abs() + 1) for t in loss.theta]
+    delta = [torch.zeros_like(t) for t in loss.theta]
+    base = loss.loss_at(delta)
+    best = base
+    for _ in range(steps):
+        grads = loss.gradient(delta)
+        delta = [torch.maximum(torch.minimum(d + 2.5 / steps * b * g.sign(), b), -b)
+                 for d, g, b in zip(delta, grads, box)]
+        best = max(best, loss.loss_at(delta))
+    return {"loss": base, "increase": best - base, "relative": (best - base) / (1 + base)}
+
+
+def top_hessian_eigenvalue(loss: CachedLoss, iters: int = 15, h: float = 1e-3, seed: int = 0) -> dict:
+    """Power iteration on the Hessian of the loss w.r.t. loss.params; H v from central
+    differences (g(θ + h v) − g(θ − h v)) / 2h with ‖v‖ = 1. Returns the eigenvalue
+    estimate per iteration and the last one."""
+    g = torch.Generator().manual_seed(seed)
+    v = [torch.randn(t.shape, generator=g, dtype=t.dtype) for t in loss.theta]
+
+    def normalized(vs):
+        n = math.sqrt(sum(float((x * x).sum()) for x in vs))
+        return [x / n for x in vs]
+
+    v = normalized(v)
+    estimates = []
+    for _ in range(iters):
+        gp = loss.gradient([h * x for x in v])
+        gm = loss.gradient([-h * x for x in v])
+        hv = [(a - b) / (2 * h) for a, b in zip(gp, gm)]
+        estimates.append(sum(float((a * b).sum()) for a, b in zip(v, hv)))  # Rayleigh quotient
+        v = normalized(hv)
+    return {"eigenvalue": estimates[-1], "history": estimates}
