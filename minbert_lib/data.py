@@ -145,11 +145,16 @@ def read_task_file(path: Path, columns: tuple[str, ...], label_column: str | Non
         for row in reader:
             line = reader.line_num
             values = [row.get(c) for c in ("id", *columns)]
-            if any(v is None for v in values) or None in row:
-                raise DataError(f"{path}, line {line}: expected {len(reader.fieldnames)} tab-separated fields")
+            # DictReader fills absent trailing fields with None and collects extra ones
+            # under the key None: both are malformed rows. (An EMPTY label field, as in
+            # two rows of quora-dev.csv, is a row without a label and is skipped below.)
+            if any(row.get(c) is None for c in needed) or None in row:
+                found = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
+                raise DataError(f"{path}, line {line}: expected {len(reader.fieldnames)} tab-separated "
+                                f"fields, found {found}")
             label = None
             if label_column:
-                raw = (row.get(label_column) or "").strip()
+                raw = row[label_column].strip()
                 if not raw:
                     skipped += 1
                     continue
