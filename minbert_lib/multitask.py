@@ -666,6 +666,21 @@ def main(argv=None) -> int:
     info = {"row": row, "profile": profile.name, "seed": args.seed, "checkpoint": str(ckpt.relative_to(X.repo_root() or Path.cwd())),
             "dev_metrics_recorded": records[row]["metrics"], "files": written, "commit": X.git_commit()}
     (out / "provenance.json").write_text(json.dumps(info, indent=1) + "\n")
+    absent = [f"{k} ({v.split(';')[0]})" for k, v in written.items() if not isinstance(v, int)]
+    readme = [
+        f"Dev and test predictions of the best Table 2 row at the {profile.name} profile ({row}, seed {args.seed}), "
+        "in the CS 224N 2023 submission format (a header line `id \\t Predicted_...`, then `id , prediction` per line).",
+        "",
+        "Not written: " + ("; ".join(absent) if absent else "nothing") + ". The offline copy of the task files has no "
+        "quora-test-student.csv, so there is no para-test-output.csv; nothing was invented in its place.",
+        "",
+        "para-dev-output.csv covers the dev part of the seeded split of quora-dev.csv that the library uses when "
+        "quora-train.csv is absent (data.quora_fallback()); sts and sst dev files cover the whole dev sets.",
+        "",
+        f"Made by `python -m minbert_lib.multitask predict --profile {profile.name}` from {info['checkpoint']}; "
+        "provenance.json records the row, its recorded dev metrics and the commit.",
+    ]
+    (out / "README.md").write_text("\n".join(readme) + "\n")
     print(json.dumps(info, indent=1))
     return 0
 
