@@ -233,3 +233,40 @@ def test_train_multitask_resumes_to_the_same_result(tmp_path, name):
     # a finished run is returned again without training
     again = mt.train_multitask(_tiny(relational=True), train, dev, run_dir=tmp_path / "a", **kw)
     assert again.best_metrics == r1.best_metrics
+
+
+# -- the submission files --------------------------------------------------------------------
+def test_write_predictions_in_the_course_format(tmp_path, monkeypatch):
+    from minbert_lib.tokenizer import Tokenizer
+
+    src = tmp_path / "data"
+    src.mkdir()
+    rows = {
+        "ids-sst-train.csv": ("id\tsentence\tsentiment", [("s1", "good film", "4")]),
+        "ids-sst-dev.csv": ("id\tsentence\tsentiment", [("d1", "a fine film", "3"), ("d2", "bad", "0")]),
+        "ids-sst-test-student.csv": ("id\tsentence", [("t1", "dull",), ("t2", "great fun",), ("t3", "ok",)]),
+        "sts-dev.csv": ("id\tsentence1\tsentence2\tsimilarity", [("p1", "a cat", "a dog", "1.5"), ("p2", "hi", "hello", "4.0")]),
+        "sts-test-student.csv": ("id\tsentence1\tsentence2", [("q1", "x y", "y x")]),
+        "quora-dev.csv": ("id\tsentence1\tsentence2\tis_duplicate", [(f"k{i}", "how now", "brown cow", "1.0") for i in range(3)]),
+    }
+    for name, (header, lines) in rows.items():
+        (src / name).write_text(header + "\n" + "\n".join("\t".join(l) for l in lines) + "\n")
+    monkeypatch.setenv("MINBERT_DATA_DIR", str(src))
+    monkeypatch.setattr("minbert_lib.data.QUORA_FALLBACK_TRAIN", 1)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=32)
+    model = MultitaskBert(BertModel(cfg), dropout=0.0).eval()
+    written = mt.write_predictions(model, Tokenizer.from_pretrained(), tmp_path / "out", max_length=16)
+    assert written["sst-dev-output.csv"] == 2 and written["sst-test-output.csv"] == 3
+    assert written["para-dev-output.csv"] == 2  # the fallback's dev part
+    assert written["para-test-output.csv"].startswith("absent")
+    assert not (tmp_path / "out" / "para-test-output.csv").exists()
+    lines = (tmp_path / "out" / "sst-test-output.csv").read_text().splitlines()
+    assert lines[0] == "id \t Predicted_Sentiment "
+    assert [l.split(" , ")[0] for l in lines[1:]] == ["t1", "t2", "t3"]  # the file's order
+    assert all(int(l.split(" , ")[1]) in range(5) for l in lines[1:])
+    assert (tmp_path / "out" / "sts-dev-output.csv").read_text().startswith("id \t Predicted_Similiarity \n")
+    assert (tmp_path / "out" / "para-dev-output.csv").read_text().startswith("id \t Predicted_Is_Paraphrase \n")
+    sts = mt.read_submission(tmp_path / "out" / "sts-dev-output.csv")
+    assert set(sts) == {"p1", "p2"} and all(-5 <= v <= 5 for v in sts.values())
