@@ -21,6 +21,7 @@ import csv
 import hashlib
 import os
 import random
+import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,8 @@ CHECKSUMS = {
     "sts-train.csv": "15d12efc2d656fffb1d61ac1f08ec4227f43925fd16f420c037cbd063699c21b",
 }
 # Published too, but too large for the offline copy; their checksums are not recorded here,
-# so a download of these is checked by row count instead.
+# so a download of these is checked by its number of rows instead (within 1%, to reject a
+# truncated file or an error page), where that number is known.
 UNCHECKED = {"quora-train.csv": 141_506, "quora-test-student.csv": None}
 
 TASKS = {
@@ -98,6 +100,13 @@ def data_dir(download: bool = True) -> Path:
     if not download:
         raise DataError(_missing_message(f"MINBERT_DATA_DIR is unset and the cache {cache} is empty"))
     download_task_files(cache)
+    # The large Quora files are a bonus: without them the Quora fallback split applies
+    # (and quora_fallback() records it), so a failure here is a warning, not an error.
+    for name in UNCHECKED:
+        try:
+            download_task_files(cache, [name])
+        except DataError as e:
+            print(f"minbert_lib.data: {name} not downloaded ({str(e).splitlines()[0]})", file=sys.stderr)
     return cache
 
 
@@ -126,7 +135,23 @@ def download_task_files(target: Path, names=None, timeout: float = 30.0) -> None
         if name in CHECKSUMS and sha256(tmp) != CHECKSUMS[name]:
             tmp.unlink()
             raise DataError(f"Downloaded {name} has the wrong SHA-256; the source may have changed.")
+        expected = UNCHECKED.get(name)
+        if expected:
+            rows = _count_rows(tmp)
+            if abs(rows - expected) > 0.01 * expected:
+                tmp.unlink()
+                raise DataError(f"Downloaded {name} has {rows} rows, expected about {expected}; "
+                                "the download may be truncated or the source may have changed.")
         tmp.replace(dest)
+
+
+def _count_rows(path: Path) -> int:
+    """Data rows of a tab-separated task file (quoted fields may span lines)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return sum(1 for _ in csv.DictReader(f, delimiter="\t"))
+    except (UnicodeDecodeError, csv.Error):
+        return 0
 
 
 def read_task_file(path: Path, columns: tuple[str, ...], label_column: str | None, label_type=float):

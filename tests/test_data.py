@@ -270,3 +270,28 @@ def test_full_download_into_cache(isolated_env, monkeypatch, data_dir):
     assert cache == isolated_env / "cache" / "minbert" / "cs224n"
     assert sorted(p.name for p in cache.iterdir()) == sorted(data.CHECKSUMS)
     assert len(load_task("sst", "dev")) == ROWS["sst", "dev"]
+
+
+def fake_quora(rows: int) -> bytes:
+    lines = ["\tid\tsentence1\tsentence2\tis_duplicate"]
+    lines += [f"{i}\tq{i}\tWhat is {i}?\tWhat's {i}?\t{float(i % 2)}" for i in range(rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_quora_train_download_checked_by_row_count(monkeypatch, tmp_path):
+    serve(monkeypatch, {"quora-train.csv": fake_quora(500)})  # truncated
+    with pytest.raises(DataError, match="rows"):
+        data.download_task_files(tmp_path, names=["quora-train.csv"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_with_a_network_the_full_quora_train_is_used(isolated_env, monkeypatch, data_dir):
+    """No fallback where quora-train.csv can be downloaded: the whole file is the train set."""
+    files = {name: (data_dir / name).read_bytes() for name in data.CHECKSUMS}
+    files["quora-train.csv"] = fake_quora(data.UNCHECKED["quora-train.csv"])
+    serve(monkeypatch, files)  # quora-test-student.csv 404s: only a warning
+    cache = data.data_dir()
+    assert (cache / "quora-train.csv").is_file()
+    assert data.quora_fallback(cache) is None
+    assert len(load_task("quora", "train")) == data.UNCHECKED["quora-train.csv"]
+    assert len(load_task("quora", "dev")) == QUORA_DEV_ROWS - QUORA_UNLABELLED  # all of quora-dev
