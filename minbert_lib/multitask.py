@@ -337,7 +337,8 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
                     batch_size: int = 32, seed: int = 0, run_dir=None, device=None, progress: bool = True,
                     smart=None, eval_tasks=EVAL_TASKS, select_tasks=None, eval_batch_size: int = 128,
                     dist_info=None, verbose: bool = False, on_epoch_end=None,
-                    head_lr: float | None = None) -> MultitaskResult:
+                    head_lr: float | None = None, checkpoint_every: float | None = 300.0,
+                    on_step=None) -> MultitaskResult:
     """Train one model on the tasks in `train` (encoded examples per task) with a schedule.
 
     Every step is `train.training_step` on the task and batch the schedule names (SMART
@@ -345,7 +346,9 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
     each epoch every task in `eval_tasks` is evaluated on `dev`; the best epoch by the mean
     dev metric of `select_tasks` (default: the trained tasks) is kept (best.pt). With a
     `run_dir`, `last.pt` after each epoch makes an interrupted run resume where it stopped
-    and reach the same result; a finished run leaves done.json and returns it again.
+    and reach the same result, also from the middle of an epoch (`checkpoint_every` seconds of
+    training, before a step; `on_step(epoch, k)` is called before step k, e.g. to interrupt);
+    a finished run leaves done.json and returns it again.
     `dist_info` (distributed.DistInfo): each rank takes its share of every batch through DDP.
     """
     import json
@@ -389,7 +392,7 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
         groups.insert(0, {"params": bert_params, "lr": lr})
     optimizer = AdamW(groups, lr=lr)
     teacher = smart.make_teacher(model) if smart is not None else None
-    history, start, resumed = [], 1, None
+    history, start, resumed, partial = [], 1, None, None
     best_value, best_epoch, best_metrics, best_state = -float("inf"), 0, {}, None
     last = run_dir / "last.pt" if run_dir is not None else None
     if last is not None and last.is_file():
@@ -402,21 +405,40 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
             teacher.load_state_dict(ckpt["teacher"])
         history, best_value, best_epoch, best_metrics = ckpt["history"], ckpt["best_value"], ckpt["best_epoch"], ckpt["best_metrics"]
         start = resumed = ckpt["epoch"] + 1
+        partial = ckpt.get("in_epoch")  # saved in the middle of epoch `start`
         T.set_rng_state(ckpt["rng"])
         if verbose:
-            print(f"resuming after epoch {ckpt['epoch']}")
+            where = f", step {partial['step_in_epoch']}" if partial else ""
+            print(f"resuming after epoch {ckpt['epoch']}{where}")
     else:
         T.seed_everything(seed)
+
+    def save_last(epoch_done, in_epoch=None):
+        if last is not None and info.is_main:
+            T._atomic_save({"epoch": epoch_done, "in_epoch": in_epoch, "model": T.trainable_state(model),
+                            "optimizer": optimizer.state_dict(),
+                            "teacher": teacher.state_dict() if teacher is not None else None,
+                            "rng": T.rng_state(), "history": history, "best_value": best_value,
+                            "best_epoch": best_epoch, "best_metrics": best_metrics, "fingerprint": fingerprint}, last)
 
     step_no = sum(h["steps"] for h in history)
     for epoch in range(start, epochs + 1):
         steps = schedule(schedule_name, sizes, batch_size, epoch=epoch - 1, seed=seed, epochs=epochs, lengths=lengths)
-        losses = {t: [] for t in tasks}
-        tokens = 0
-        t0 = time.perf_counter()
-        bar = tqdm(steps, desc=f"{schedule_name} epoch {epoch}/{epochs}", leave=False,
-                   disable=not progress or not info.is_main)
-        for s in bar:
+        losses, tokens, skip, before = {t: [] for t in tasks}, 0, 0, 0.0
+        if partial is not None:  # resume inside this epoch: the schedule is rebuilt identically
+            losses, tokens, skip, before = partial["losses"], partial["tokens"], partial["step_in_epoch"], partial["train_seconds"]
+            step_no += skip
+            partial = None
+        t0 = last_save = time.perf_counter()
+        bar = tqdm(steps[skip:], desc=f"{schedule_name} epoch {epoch}/{epochs}", leave=False, initial=skip,
+                   total=len(steps), disable=not progress or not info.is_main)
+        for k, s in enumerate(bar, start=skip):
+            if checkpoint_every is not None and k > skip and time.perf_counter() - last_save >= checkpoint_every:
+                save_last(epoch - 1, {"epoch": epoch, "step_in_epoch": k, "losses": losses, "tokens": tokens,
+                                      "train_seconds": before + time.perf_counter() - t0})
+                last_save = time.perf_counter()
+            if on_step is not None:
+                on_step(epoch, k)
             step_no += 1
             items = [train[s.task][i] for i in shard(s.indices, info)]
             batch = T.to_device(T.collate(items, s.task), device)
@@ -425,7 +447,7 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
             losses[s.task].append(stats["loss"])
             if step_no % 10 == 0:
                 bar.set_postfix({t: f"{np.mean(v[-10:]):.2f}" for t, v in losses.items() if v})
-        train_seconds = time.perf_counter() - t0
+        train_seconds = before + time.perf_counter() - t0
         t1 = time.perf_counter()
         metrics, _ = evaluate_all(model, dev, eval_tasks, eval_batch_size, device)
         eval_seconds = time.perf_counter() - t1
@@ -443,11 +465,7 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
         if verbose and info.is_main:
             print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
                   + f" | {train_seconds:.1f} s training")
-        if last is not None and info.is_main:
-            T._atomic_save({"epoch": epoch, "model": T.trainable_state(model), "optimizer": optimizer.state_dict(),
-                            "teacher": teacher.state_dict() if teacher is not None else None,
-                            "rng": T.rng_state(), "history": history, "best_value": best_value,
-                            "best_epoch": best_epoch, "best_metrics": best_metrics, "fingerprint": fingerprint}, last)
+        save_last(epoch)
         if on_epoch_end is not None:
             on_epoch_end(record)
 

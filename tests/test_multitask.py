@@ -230,6 +230,20 @@ def test_train_multitask_resumes_to_the_same_result(tmp_path, name):
     assert r2.best_metrics == r1.best_metrics
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=k)
+    # interrupted in the middle of epoch 2, from a checkpoint taken before every step
+    def stop_mid(epoch, k):
+        if epoch == 2 and k == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        mt.train_multitask(_tiny(relational=True), train, dev, run_dir=tmp_path / "c", on_step=stop_mid,
+                           checkpoint_every=0.0, **kw)
+    mid = _tiny(relational=True)
+    r3 = mt.train_multitask(mid, train, dev, run_dir=tmp_path / "c", **kw)
+    assert r3.best_metrics == r1.best_metrics
+    assert [h["steps"] for h in r3.history] == [h["steps"] for h in r1.history]
+    for (k, a), b in zip(straight.state_dict().items(), mid.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
     # a finished run is returned again without training
     again = mt.train_multitask(_tiny(relational=True), train, dev, run_dir=tmp_path / "a", **kw)
     assert again.best_metrics == r1.best_metrics
