@@ -21,8 +21,10 @@ Command line:
     python -m minbert_lib.experiments show table1 --profile cpu
     python -m minbert_lib.experiments list
 
-Rows already recorded are skipped (`--force` reruns them); an interrupted row resumes from the
-per-seed checkpoints under checkpoints/<profile>/<table>/<row>/seed<k>/. Used by Chapter 5
+Rows already recorded are skipped; `--force` records them again, reusing the seeds whose
+training finished (so `--force --seeds 0 1 2` trains only the new seeds), and `--fresh`
+retrains from scratch. An interrupted row resumes from the per-seed checkpoints under
+checkpoints/<profile>/<table>/<row>/seed<k>/. Used by Chapter 5
 (Table 1, notebooks/05_single_task) and the results chapter (notebooks/09_results).
 """
 from __future__ import annotations
@@ -219,7 +221,7 @@ def run_single_task(spec: RowSpec, profile: Profile, seed: int, device, run_dir:
                           freeze_bert=spec.freeze_bert).to(device)
     lr, epochs = spec.learning_rate(profile), spec.epochs_for(profile)
     result = fit(model, task, train, dev, epochs=epochs, lr=lr, batch_size=profile.batch_size, seed=seed,
-                 run_dir=run_dir, device=device, progress=progress)
+                 run_dir=run_dir, device=device, progress=progress, precision=profile.precision)
     out = {
         "metrics": result.best_metrics,
         "history": result.history,
@@ -230,6 +232,7 @@ def run_single_task(spec: RowSpec, profile: Profile, seed: int, device, run_dir:
         "hyperparameters": {"lr": lr, "epochs": epochs, "batch_size": profile.batch_size,
                             "max_length": profile.max_length_for(task), "hidden_dropout": profile.hidden_dropout,
                             "head_dropout": profile.hidden_dropout, "freeze_bert": spec.freeze_bert,
+                            "precision": result.extra.get("precision", profile.precision),
                             "optimizer": "AdamW (CS 224N variant), weight decay 0, no schedule",
                             "selection": "best dev epoch"},
     }
@@ -408,9 +411,13 @@ def validate_record(record: dict) -> list[str]:
 # --------------------------------------------------------------------------------------
 
 
-def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: bool = False,
+def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: bool = False, fresh: bool = False,
             progress: bool = True, results_root: Path | None = None, checkpoints_root: Path | None = None) -> dict:
-    """Train every seed of one row (resuming from checkpoints) and write its JSON atomically."""
+    """Train every seed of one row and write its JSON atomically.
+
+    Seeds whose training finished (checkpoints/<profile>/<table>/<row>/seed<k>/done.json) are
+    not retrained, and an interrupted seed resumes from its last epoch; so `force=True` with more
+    seeds only trains the new ones. `fresh=True` deletes the row's checkpoints first."""
     import shutil
 
     import torch
@@ -418,7 +425,7 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
     from .profiles import pick_device
 
     path = row_path(profile.name, spec.table, spec.name, results_root)
-    if path.is_file() and not force:
+    if path.is_file() and not (force or fresh):
         print(f"{spec.table}/{spec.name}: recorded in {path}, skipped (--force reruns)")
         return json.loads(path.read_text())
     if spec.schedule not in RUNNERS:
@@ -426,7 +433,7 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
     device = torch.device(device) if device is not None else pick_device()
     seeds = list(seeds) if seeds is not None else list(spec.seeds_for(profile))
     row_ckpt = (checkpoints_root or checkpoints_dir()) / profile.name / spec.table / spec.name
-    if force and row_ckpt.exists():
+    if fresh and row_ckpt.exists():
         shutil.rmtree(row_ckpt)
     started = time.time()
     runs = []
@@ -511,7 +518,9 @@ def main(argv=None) -> int:
     run.add_argument("--profile", default=None, help="quick, cpu or paper (default: $MINBERT_PROFILE or quick)")
     run.add_argument("--rows", nargs="*", help="only these rows")
     run.add_argument("--seeds", nargs="*", type=int, help="override the seeds")
-    run.add_argument("--force", action="store_true", help="rerun rows already recorded")
+    run.add_argument("--force", action="store_true",
+                     help="record rows again (finished seeds are reused from checkpoints/, new seeds trained)")
+    run.add_argument("--fresh", action="store_true", help="delete the rows' checkpoints and train from scratch")
     run.add_argument("--device", default=None)
     run.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     run.add_argument("--no-progress", action="store_true")
@@ -540,7 +549,7 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    run_table(args.table, profile, rows=args.rows, seeds=args.seeds, force=args.force, device=args.device,
+    run_table(args.table, profile, rows=args.rows, seeds=args.seeds, force=args.force, fresh=args.fresh, device=args.device,
               progress=not args.no_progress)
     print(format_table(load_results(profile.name, args.table)))
     return 0

@@ -35,6 +35,9 @@ class Profile:
     seeds: tuple = (0,)
     # Per-task max_length overrides (e.g. long CFIMDB reviews); default: max_length.
     max_length_by_task: dict = field(default_factory=dict)
+    # Matrix products: "fp32", "bf16" (autocast mixed precision) or "auto" (bf16 where the
+    # CPU/GPU does bfloat16 natively, e.g. AMX/AVX512-BF16 Xeons; fp32 elsewhere). See train.autocast.
+    precision: str = "fp32"
 
     def max_length_for(self, task: str) -> int:
         return self.max_length_by_task.get(task, self.max_length)

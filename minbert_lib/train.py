@@ -264,6 +264,29 @@ def load_trainable_state(model, state: dict) -> None:
     model.load_state_dict(state, strict=False)
 
 
+def resolve_precision(precision: str, device) -> str:
+    """"fp32", "bf16", or "auto": bf16 autocast where the hardware does bfloat16 matrix products
+    natively (a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX), else fp32."""
+    if precision not in ("fp32", "bf16", "auto"):
+        raise ValueError(f"precision must be fp32, bf16 or auto, not {precision!r}")
+    if precision != "auto":
+        return precision
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except (AttributeError, RuntimeError):
+        return "fp32"
+
+
+def autocast(device, precision: str):
+    """Mixed precision: matrix products in bfloat16, weights, optimizer state and losses in
+    float32 (torch.autocast). precision "fp32" disables it."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -298,7 +321,7 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
         batch_size: int = 32, eval_batch_size: int | None = None, seed: int = 0,
         weight_decay: float = 0.0, run_dir: str | Path | None = None, device=None,
         progress: bool = True, verbose: bool = False, on_epoch_end=None, restore_best: bool = True,
-        smart=None, teacher=None, bucket_batches: int = 50) -> FitResult:
+        smart=None, teacher=None, bucket_batches: int = 50, precision: str = "fp32") -> FitResult:
     """Train `model` on one task for `epochs`, evaluating on `dev` after each epoch.
 
     `train`, `dev`: encoded examples (`encode_examples`). With a `run_dir`, after every epoch
@@ -308,6 +331,7 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
     leaves `done.json` and `best.pt` (and `last.pt` is removed); calling again returns the
     recorded result with the best weights loaded. `on_epoch_end(record)` is called after each
     epoch (raise in it to interrupt). At the end the best-dev weights are loaded (restore_best).
+    `precision`: "fp32" (default), "bf16" (autocast mixed precision) or "auto" (`resolve_precision`).
     """
     from tqdm.auto import tqdm
 
@@ -315,9 +339,10 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     metric = TASK_METRIC[task]
+    precision = resolve_precision(precision, device)
     eval_batch_size = eval_batch_size or max(batch_size, 64)
     fingerprint = {"task": task, "lr": lr, "batch_size": batch_size, "seed": seed, "weight_decay": weight_decay,
-                   "n_train": len(train), "n_dev": len(dev), "epochs": epochs}
+                   "n_train": len(train), "n_dev": len(dev), "epochs": epochs, "precision": precision}
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -367,15 +392,17 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
         for batch in bar:
             step += 1
             tokens += batch_tokens(batch)
-            stats = training_step(model, task, to_device(batch, device), optimizer,
-                                  smart=smart, teacher=teacher, step=step)
+            with autocast(device, precision):
+                stats = training_step(model, task, to_device(batch, device), optimizer,
+                                      smart=smart, teacher=teacher, step=step)
             losses.append(stats["loss"])
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
         train_seconds = time.perf_counter() - t0
         step_losses += losses
         t1 = time.perf_counter()
-        metrics, predictions = evaluate(model, task, dev_batches, device)
+        with autocast(device, precision):
+            metrics, predictions = evaluate(model, task, dev_batches, device)
         eval_seconds = time.perf_counter() - t1
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), **metrics,
                   "train_seconds": train_seconds, "eval_seconds": eval_seconds, "tokens": tokens,
@@ -406,7 +433,8 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
                        history=history, step_losses=step_losses,
                        seconds_per_epoch=train_s / len(history) if history else 0.0,
                        tokens_per_second=sum(h["tokens"] for h in history) / train_s if train_s else 0.0,
-                       resumed_from_epoch=resumed, extra={"best_dev_predictions": best_predictions})
+                       resumed_from_epoch=resumed,
+                       extra={"best_dev_predictions": best_predictions, "precision": precision})
     if restore_best and best_epoch:
         if run_dir is not None:
             load_trainable_state(model, torch.load(run_dir / "best.pt", map_location=device))

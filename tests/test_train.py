@@ -2,6 +2,8 @@
 check, frozen vs fine-tuned steps, and resume to the same result."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -158,3 +160,13 @@ def test_resume_refuses_other_settings(tmp_path):
     fit(tiny_model(), "cfimdb", train, dev, epochs=1, lr=1e-3, run_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="other settings"):
         fit(tiny_model(), "cfimdb", train, dev, epochs=1, lr=5e-3, run_dir=tmp_path, progress=False)
+
+
+def test_bf16_autocast_trains_and_is_recorded(tmp_path):
+    model = tiny_model()
+    r = fit(model, "cfimdb", toy_examples(64), toy_examples(16, seed=1), epochs=1, lr=3e-3, batch_size=16,
+            progress=False, precision="bf16")
+    assert r.extra["precision"] == "bf16" and np.isfinite(r.history[0]["train_loss"])
+    assert next(model.parameters()).dtype == torch.float32  # weights stay float32
+    with pytest.raises(ValueError, match="precision"):
+        fit(model, "cfimdb", toy_examples(8), toy_examples(8), epochs=1, lr=1e-3, precision="fp16", progress=False)
