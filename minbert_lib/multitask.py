@@ -515,6 +515,10 @@ def table2_data(profile, tokenizer, scale: MultitaskScale | None = None, tasks=E
         sizes.update({f"{t}_train_used": len(tr), f"{t}_train_available": len(full_train),
                       f"{t}_dev_used": len(dv), f"{t}_dev_available": len(full_dev)})
     sizes["max_length"] = scale.max_length
+    if "quora" in tasks:  # every Table 2 row evaluates Quora, also the SST-only rows
+        from .data import quora_fallback
+
+        sizes["quora_train"] = quora_fallback() or "quora-train.csv"
     return train, dev, sizes
 
 
