@@ -132,9 +132,9 @@ def contour_paths(f, paths: dict, xlim, ylim, ax=None, title: str | None = None,
     if log_levels:
         lo = max(Z.min(), 1e-3)
         lv = np.geomspace(lo, Z.max(), levels)
-        ax.contour(X, Y, Z, levels=lv, cmap="Greys", linewidths=0.6, alpha=0.8)
+        ax.contour(X, Y, Z, levels=lv, colors="0.6", linewidths=0.6)
     else:
-        ax.contour(X, Y, Z, levels=levels, cmap="Greys", linewidths=0.6, alpha=0.8)
+        ax.contour(X, Y, Z, levels=levels, colors="0.6", linewidths=0.6)
     for name, path in paths.items():
         p = _numpy(path)
         ax.plot(p[:, 0], p[:, 1], marker="o", markersize=2, linewidth=1.2, label=name)
