@@ -49,25 +49,32 @@ def _data():
     return data
 
 
-def _run(model, info, steps=None):
+def _run(model, info, smart=None, teacher=None):
     data = _data()
     opt = AdamW(model.parameters(), lr=1e-2)
     for step in multitask.round_robin(SIZES, batch_size=BATCH, seed=0):
         idx = distributed.shard(step.indices, info)
         batch = train.collate([data[step.task][i] for i in idx], step.task)
-        train.training_step(model, step.task, batch, opt)
+        train.training_step(model, step.task, batch, opt, smart=smart, teacher=teacher)
 
 
 def _worker(rank, world, port, out_dir):
+    from minbert_lib.smart import SmartConfig
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
                       RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     info = distributed.init_from_env("gloo")
     model = _tiny_model()
-    wrapped = distributed.DDPMultitask(model)
-    _run(wrapped, info)
+    _run(distributed.DDPMultitask(model), info)
     same = distributed.all_same(model)
     torch.save({"state": model.state_dict(), "same": same}, os.path.join(out_dir, f"rank{rank}.pt"))
+    # SMART through DDP: several forward passes per step, the adversarial ascent, the teacher
+    smart_model = _tiny_model()
+    config = SmartConfig()
+    _run(distributed.DDPMultitask(smart_model), info, smart=config, teacher=config.make_teacher(smart_model))
+    torch.save({"state": smart_model.state_dict(), "same": distributed.all_same(smart_model)},
+               os.path.join(out_dir, f"smart{rank}.pt"))
     distributed.cleanup()
 
 
@@ -91,6 +98,11 @@ def test_two_gloo_ranks_end_identical_and_match_one_process(tmp_path):
         torch.testing.assert_close(v, reference.state_dict()[k], rtol=1e-4, atol=1e-5)
         changed += not torch.equal(v, start[k])
     assert changed > 10  # training moved the weights away from the start
+    s0, s1 = torch.load(tmp_path / "smart0.pt"), torch.load(tmp_path / "smart1.pt")
+    assert s0["same"] and s1["same"]
+    for k, v in s0["state"].items():
+        assert torch.equal(v, s1["state"][k]), k
+    assert sum(not torch.equal(v, start[k]) for k, v in s0["state"].items()) > 10
 
 
 def test_single_process_is_a_no_op(monkeypatch):
