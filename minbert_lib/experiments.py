@@ -90,7 +90,11 @@ class RowSpec:
         return tuple(self.seeds if self.seeds is not None else profile.seeds)
 
     def epochs_for(self, profile: Profile) -> int:
-        return self.epochs if self.epochs is not None else profile.epochs
+        if self.epochs is not None:
+            return self.epochs
+        if self.freeze_bert and getattr(profile, "epochs_frozen", None):
+            return profile.epochs_frozen
+        return profile.epochs
 
     def to_dict(self) -> dict:
         return asdict(self)
