@@ -9,6 +9,7 @@ downloaded browser); a page fails on
 - raw TeX in the text (`$$`, `\\frac`, ...) outside MathJax's output, i.e. math that did
   not render, or unparsed MyST (`:::`, `{dropdown}`, `{cite}` shown as text);
 - a broken image (naturalWidth 0);
+- a widget with no static figure in its section (widgets do not run in the HTML book);
 - on a chapter (notebooks/*): a missing Colab launch button;
 - on the results chapters (05_single_task, 09_results): a missing results table.
 
@@ -177,6 +178,16 @@ async () => {
 }
 """
 
+# A widget shows nothing in the static book: its section (or the one around it) needs a figure.
+WIDGETS_WITHOUT_FIGURE_JS = """
+() => Array.from(document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]'))
+  .filter(w => {
+    const inner = w.closest('section');
+    const outer = inner && inner.parentElement ? inner.parentElement.closest('section') : null;
+    return ![inner, outer].some(sec => sec && sec.querySelector('.cell_output img'));
+  }).length
+"""
+
 MATHJAX_READY_JS = """
 async () => {
   if (!window.MathJax) return {loaded: false, rendered: 0, raw: document.querySelectorAll('.math').length};
@@ -234,6 +245,9 @@ def test_page_in_browser(page, browser, server, screenshots):
             colab = f"colab.research.google.com/github/{REPO}/blob/main/{page}.ipynb"
             if tab.locator(f'a[href*="{colab}"]').count() == 0:
                 problems.append(f"no Colab launch button linking to {colab}")
+        lonely = tab.evaluate(WIDGETS_WITHOUT_FIGURE_JS)
+        if lonely:
+            problems.append(f"{lonely} widget(s) with no static figure in their section (widgets do not run in the HTML book)")
         if page in RESULTS_CHAPTERS:
             tables = tab.evaluate(
                 "() => Array.from(document.querySelectorAll('article table'))"
