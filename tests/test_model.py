@@ -119,38 +119,66 @@ def test_readable_attention_path_matches_fused(minbert, hf_bert, tokenizer):
         assert p[pad_keys].abs().max() == 0
 
 
-def test_gradients_match_transformers(tokenizer, checkpoint_dir):
+def test_gradients_match_transformers(minbert, hf_bert, tokenizer):
     """Backward through the fused QKV projection and the encoder: the gradients of a loss
     on both outputs equal transformers' (eval mode, so no dropout)."""
-    from transformers import BertModel as HFBertModel
-
-    ours = BertModel.from_pretrained(str(checkpoint_dir)).eval()
-    theirs = HFBertModel.from_pretrained(str(checkpoint_dir)).eval()
     batch = tokenizer([a for a, _ in PAIRS], [b for _, b in PAIRS])
     m = batch["attention_mask"][..., None]
 
     def loss(out_h, out_p):
         return (out_h * m).pow(2).mean() + out_p.pow(2).mean()
 
-    o = ours(**batch)
-    loss(o["last_hidden_state"], o["pooler_output"]).backward()
-    t = theirs(**batch)
-    loss(t.last_hidden_state, t.pooler_output).backward()
-    pairs = {
-        "bert_layers.0.self_attention.query.weight": "encoder.layer.0.attention.self.query.weight",
-        "bert_layers.0.self_attention.query.bias": "encoder.layer.0.attention.self.query.bias",
-        "bert_layers.3.self_attention.key.weight": "encoder.layer.3.attention.self.key.weight",
-        "bert_layers.2.self_attention.value.weight": "encoder.layer.2.attention.self.value.weight",
-        "bert_layers.5.out_dense.weight": "encoder.layer.5.output.dense.weight",
-        "embeddings.word_embedding.weight": "embeddings.word_embeddings.weight",
-        "pooler_dense.weight": "pooler.dense.weight",
-    }
-    ours_p, theirs_p = dict(ours.named_parameters()), dict(theirs.named_parameters())
-    for a, b in pairs.items():
-        ga, gb = ours_p[a].grad, theirs_p[b].grad
-        scale = gb.abs().max().item()
-        assert scale > 0, b
-        assert (ga - gb).abs().max().item() <= 1e-4 * scale, a
+    try:
+        o = minbert(**batch)
+        loss(o["last_hidden_state"], o["pooler_output"]).backward()
+        t = hf_bert(**batch)
+        loss(t.last_hidden_state, t.pooler_output).backward()
+        pairs = {
+            "bert_layers.0.self_attention.query.weight": "encoder.layer.0.attention.self.query.weight",
+            "bert_layers.0.self_attention.query.bias": "encoder.layer.0.attention.self.query.bias",
+            "bert_layers.3.self_attention.key.weight": "encoder.layer.3.attention.self.key.weight",
+            "bert_layers.2.self_attention.value.weight": "encoder.layer.2.attention.self.value.weight",
+            "bert_layers.5.out_dense.weight": "encoder.layer.5.output.dense.weight",
+            "embeddings.word_embedding.weight": "embeddings.word_embeddings.weight",
+            "pooler_dense.weight": "pooler.dense.weight",
+        }
+        ours_p, theirs_p = dict(minbert.named_parameters()), dict(hf_bert.named_parameters())
+        for a, b in pairs.items():
+            ga, gb = ours_p[a].grad, theirs_p[b].grad
+            scale = gb.abs().max().item()
+            assert scale > 0, b
+            assert (ga - gb).abs().max().item() <= 1e-4 * scale, a
+    finally:  # the models are shared by the whole session: leave no gradients behind
+        minbert.zero_grad(set_to_none=True)
+        hf_bert.zero_grad(set_to_none=True)
+
+
+def test_parity_on_a_small_random_bert(tmp_path):
+    """Another shape of BERT (2 layers, 4 heads, hidden 32), random weights, saved as
+    pytorch_model.bin with transformers' config.json: loads and matches."""
+    from transformers import BertConfig as HFConfig
+    from transformers import BertModel as HFBertModel
+
+    torch.manual_seed(0)
+    cfg = HFConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                   intermediate_size=64, max_position_embeddings=40)
+    theirs = HFBertModel(cfg).eval()
+    # current Hugging Face names, in the older pickle format (transformers 5 writes safetensors)
+    torch.save(theirs.state_dict(), tmp_path / "pytorch_model.bin")
+    cfg.to_json_file(tmp_path / "config.json")
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + [f"w{i}" for i in range(116)]))
+    assert (tmp_path / "pytorch_model.bin").is_file()
+    ours = BertModel.from_pretrained(str(tmp_path)).eval()
+    assert ours.config.num_attention_heads == 4 and ours.config.hidden_size == 32
+    ids = torch.randint(4, 120, (3, 11))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[2, 3:] = 0
+    types = (torch.arange(11) >= 5).long().expand(3, 11)
+    with torch.no_grad():
+        o, t = ours(ids, mask, types), theirs(ids, attention_mask=mask, token_type_ids=types)
+    assert max_diff_unmasked(o["last_hidden_state"], t.last_hidden_state, mask) <= TOL
+    assert (o["pooler_output"] - t.pooler_output).abs().max() <= TOL
 
 
 def test_attention_with_dropout_is_eq1_with_the_same_mask():

@@ -89,11 +89,6 @@ def test_old_naming_loads_to_identical_outputs(minbert, checkpoint_dir, tmp_path
     same_outputs(loaded, minbert, sample_batch)
 
 
-def test_current_naming_as_pytorch_model_bin(minbert, checkpoint_dir, tmp_path, sample_batch):
-    path = copy_checkpoint(checkpoint_dir, tmp_path / "bin", read_state_dict(checkpoint_dir))
-    same_outputs(BertModel.from_pretrained(path), minbert, sample_batch)  # a Path works too
-
-
 def test_convert_state_dict_names(checkpoint_dir, minbert):
     converted = convert_state_dict(old_style(read_state_dict(checkpoint_dir)))
     assert set(converted) == set(minbert.state_dict())
