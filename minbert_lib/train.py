@@ -397,7 +397,7 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
                                       smart=smart, teacher=teacher, step=step)
             losses.append(stats["loss"])
             if step % 10 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
+                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", refresh=False)
         train_seconds = time.perf_counter() - t0
         step_losses += losses
         t1 = time.perf_counter()
