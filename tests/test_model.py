@@ -204,6 +204,21 @@ def test_attention_with_dropout_is_eq1_with_the_same_mask():
     assert (keep == 0).any()
 
 
+def test_attention_with_dropout_draws_like_the_fused_kernel():
+    """Same seed, same result as F.scaled_dot_product_attention with dropout on a CPU: the
+    CPU training path consumes the random stream exactly as PyTorch's kernel does, so
+    seeded training runs reproduce across the switch between the two paths."""
+    q, k, v = (torch.randn(2, 3, 6, 4) for _ in range(3))
+    mask = additive_mask(torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]))
+    torch.manual_seed(7)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.2)
+    after_ref = torch.rand(3)
+    torch.manual_seed(7)
+    out = _attention_with_dropout(q, k, v, mask, 0.2)
+    torch.testing.assert_close(out, ref)
+    assert torch.equal(torch.rand(3), after_ref)
+
+
 def test_fused_qkv_equals_three_projections():
     torch.manual_seed(0)
     att = MultiHeadSelfAttention(32, 4, dropout=0.0)
