@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pkgutil
 import platform
 import statistics
@@ -45,23 +46,29 @@ StepFn = Callable[[], object]
 # ---------------------------------------------------------------------------------------
 # The timing machinery (reusable by any comparison)
 # ---------------------------------------------------------------------------------------
-def interleaved_timings(fns: dict[str, StepFn], steps: int, warmup: int = 2) -> dict[str, list[float]]:
+def interleaved_timings(fns: dict[str, StepFn], steps: int, warmup: int = 2,
+                        cpu_times: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
     """Time each function `steps` times, interleaved: round r calls every function once.
 
     The order within a round alternates (forward on even rounds, reversed on odd rounds),
     so neither candidate is systematically first after the other one has warmed the
-    caches. `warmup` untimed rounds come first. Returns seconds per call, per name.
+    caches. `warmup` untimed rounds come first. Returns wall-clock seconds per call, per
+    name; pass a dict as `cpu_times` to also get this process's CPU seconds per call (all
+    threads together: less sensitive than wall time to other programs on a busy machine).
     """
     names = list(fns)
     for _ in range(warmup):
         for name in names:
             fns[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
+    cpu = cpu_times if cpu_times is not None else {}
+    cpu.update({name: [] for name in names})
     for r in range(steps):
         for name in names if r % 2 == 0 else reversed(names):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
     return times
 
 
@@ -245,8 +252,11 @@ def run(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     build, _ = COMPARISONS[args.compare]
     comp = build(args)
-    times = interleaved_timings(comp.steps, args.steps, args.warmup)
+    cpu_times: dict[str, list[float]] = {}
+    times = interleaved_timings(comp.steps, args.steps, args.warmup, cpu_times)
     summary = {name: summarize(ts) for name, ts in times.items()}
+    cpu_summary = {name: summarize(ts) for name, ts in cpu_times.items()}
+    cpu_ratio = cpu_summary[comp.baseline]["median"] / cpu_summary[comp.candidate]["median"]
     pairs = paired_ratios(times, comp.baseline, comp.candidate)
     ratio_of_medians = summary[comp.baseline]["median"] / summary[comp.candidate]["median"]
     result = {
@@ -257,11 +267,14 @@ def run(args: argparse.Namespace) -> dict:
         "candidate": comp.candidate,
         "ratio": ratio_of_medians,
         "paired_ratio": summarize(pairs),
+        "cpu_seconds": cpu_summary,
+        "cpu_ratio": cpu_ratio,
         "info": comp.info,
         "torch_version": torch.__version__,
         "machine": platform.platform(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "raw_seconds": times,
+        "raw_cpu_seconds": cpu_times,
     }
     print(f"{args.compare}: batch {args.batch_size} x seq {args.seq_len}, padding={args.padding}, "
           f"{args.threads} threads, {args.steps} interleaved steps after {args.warmup} warm-up rounds")
@@ -272,6 +285,10 @@ def run(args: argparse.Namespace) -> dict:
     print(f"  ratio {comp.baseline}/{comp.candidate}: {ratio_of_medians:.3f} (medians); "
           f"paired per-round median {pr['median']:.3f} (IQR {pr['q1']:.3f}-{pr['q3']:.3f})"
           f"  [>= 1.0: {comp.candidate} at least as fast]")
+    print(f"  CPU seconds per step (all threads): " + ", ".join(
+        f"{name} {s['median']:.3f}" for name, s in cpu_summary.items()) + f"; ratio {cpu_ratio:.3f}")
+    if args.threads > 1 and os.cpu_count() and os.getloadavg()[0] > os.cpu_count():
+        print(f"  note: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: timings are noisy")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
