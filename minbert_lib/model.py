@@ -62,6 +62,9 @@ class BertEmbeddings(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None):
         B, T = input_ids.shape
+        if T > self.pos_embedding.num_embeddings:
+            raise ValueError(f"sequence of {T} tokens is longer than the {self.pos_embedding.num_embeddings} "
+                             "positions the model has; truncate it (Tokenizer(..., max_length=...))")
         positions = torch.arange(T, device=input_ids.device)  # (T,)
         if token_type_ids is None:
             tk_type = self.tk_type_embedding.weight[0]  # (H,): every token is type 0

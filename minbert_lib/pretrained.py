@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -136,6 +137,10 @@ def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 def load_bert(name_or_path: str | Path = OFFLINE_DEFAULT, **config_overrides) -> BertModel:
     """Build a minBERT from a checkpoint. See `resolve_checkpoint` for what a name can be."""
+    known = {f.name for f in fields(BertConfig)}
+    unknown = sorted(set(config_overrides) - known)
+    if unknown:  # a misspelt override would otherwise be ignored without a word
+        raise TypeError(f"Unknown BertConfig field(s) {unknown}; choose from {sorted(known)}")
     path = resolve_checkpoint(name_or_path)
     config_dict = json.loads((path / "config.json").read_text())
     config = BertConfig.from_dict({**config_dict, **config_overrides})

@@ -282,3 +282,14 @@ def test_random_init_shapes():
     assert out["last_hidden_state"].shape == (3, 9, 16)
     assert out["pooler_output"].shape == (3, 16)
     assert out["pooler_output"].abs().max() <= 1  # tanh
+
+
+def test_too_long_input_is_a_clear_error(minbert):
+    ids = torch.full((1, minbert.config.max_position_embeddings + 1), 1000)
+    with pytest.raises(ValueError, match="positions"):
+        minbert.embed(ids)
+
+
+def test_misspelt_config_override_is_refused(checkpoint_dir):
+    with pytest.raises(TypeError, match="hidden_dropout_prob"):
+        BertModel.from_pretrained(str(checkpoint_dir), hidden_dropout=0.3)
