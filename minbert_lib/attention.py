@@ -111,6 +111,8 @@ def _attention_with_dropout(q, k, v, mask, dropout_p: float) -> torch.Tensor:
     which a BERT batch never has: [CLS] is always a real key).
     """
     B, heads, T, d = q.shape
+    if mask is not None and mask.dtype == torch.bool:  # SDPA's boolean form: True = attend
+        mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, torch.finfo(q.dtype).min)
     q3, k3, v3 = (t.reshape(B * heads, T, d) for t in (q, k, v))  # batch the heads
     if mask is None:
         scores = torch.bmm(q3, k3.transpose(1, 2)) / math.sqrt(d)

@@ -193,6 +193,9 @@ def test_attention_with_dropout_is_eq1_with_the_same_mask():
     # p = 0: exactly the fused kernel
     torch.testing.assert_close(_attention_with_dropout(q, k, v, mask, 0.0),
                                F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    # a boolean mask (True = attend), as F.scaled_dot_product_attention accepts, works too
+    torch.testing.assert_close(_attention_with_dropout(q, k, v, am[:, None, None, :].bool(), 0.0),
+                               F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
     # p > 0: the same Bernoulli draw as dropout on a (B*h, T, T) tensor
     p = 0.3
     torch.manual_seed(1)
