@@ -29,8 +29,15 @@ Comparisons the poster did not run:
 
 Length bucketing (`lengths=`): inside windows of a task's shuffled order, examples are
 sorted by length before they are cut into batches, and the batches are then shuffled;
-padding shrinks, coverage and batch sizes do not change. Introduced in Chapter 8
-(notebooks/08_multitask).
+padding shrinks, coverage and batch sizes do not change.
+
+The rest of the module trains with them: `train_multitask` (one `train.training_step` per
+schedule step, SMART optional, dev evaluation of all three tasks after each epoch, the best
+checkpoint, resume also from inside an epoch, DistributedDataParallel under torchrun),
+`run_multitask_row` (the experiments runner for Table 2 rows; sizes per profile in `SCALES`)
+and `write_predictions` (the CS 224N submission files; `python -m minbert_lib.multitask
+predict --profile cpu`). Introduced in Chapter 8 (notebooks/08_multitask); the recorded
+grid is rendered in Chapter 9 (notebooks/09_results).
 """
 from __future__ import annotations
 
@@ -280,6 +287,7 @@ class MultitaskScale:
     eval_batch_size: int = 128
     head_lr: float | None = None  # learning rate of the task heads when fine-tuning (None: as BERT's)
     pooling: str = "mean"  # sentence vector: "mean" (how MiniLM was trained) or "cls" (the pooler)
+    smart_batch_size: int | None = None  # B for SMART rows (None: batch_size); the poster used 16
 
 
 SCALES = {
@@ -287,15 +295,17 @@ SCALES = {
     "quick": MultitaskScale(batch_size=16, epochs=1, max_length=48,
                             train_limit={"sst": 64, "quora": 96, "sts": 48},
                             dev_limit={"sst": 96, "quora": 96, "sts": 96}, head_lr=1e-3),
-    # The recorded grid on 2 shared CPU cores (about 70 minutes for the nine rows): one epoch
-    # of subsets; a higher learning rate for the freshly initialised heads because the
-    # subsets give only tens of steps per task (the poster trains every weight at 1e-5).
+    # The recorded grid on 2 shared CPU cores (planned for about 70 minutes for the nine rows;
+    # the results files hold what it took): one epoch of subsets; a higher learning rate for the
+    # freshly initialised heads because the subsets give only tens of steps per task (the poster
+    # trains every weight at 1e-5).
     "cpu": MultitaskScale(batch_size=32, epochs=1, max_length=64,
                           train_limit={"sst": 2000, "quora": 2000, "sts": 800},
                           dev_limit={"sst": None, "quora": 800, "sts": None}, head_lr=1e-3),
-    # The poster: batch 64, all the data, 10 epochs, one learning rate for every weight.
-    "paper": MultitaskScale(batch_size=64, epochs=10, max_length=128,
-                            train_limit={}, dev_limit={}, eval_batch_size=256, pooling="cls"),
+    # The poster: batch 64 (16 with SMART), all the data, 10 epochs, one learning rate for
+    # every weight, the course's [CLS] pooler on bert-base-uncased.
+    "paper": MultitaskScale(batch_size=64, epochs=10, max_length=128, train_limit={}, dev_limit={},
+                            eval_batch_size=256, pooling="cls", smart_batch_size=16),
 }
 
 
@@ -553,9 +563,10 @@ def run_multitask_row(spec, profile, seed: int, device, run_dir, progress: bool 
     lr = spec.learning_rate(profile)
     head_lr = None if spec.freeze_bert else scale.head_lr
     epochs = spec.epochs if spec.epochs is not None else scale.epochs
+    batch_size = scale.smart_batch_size if spec.smart and scale.smart_batch_size else scale.batch_size
     name = _schedule_of(spec)
     result = train_multitask(model, train, dev, schedule_name=name, epochs=epochs, lr=lr, head_lr=head_lr,
-                             batch_size=scale.batch_size, seed=seed, run_dir=run_dir, device=device,
+                             batch_size=batch_size, seed=seed, run_dir=run_dir, device=device,
                              progress=progress, smart=smart, eval_batch_size=scale.eval_batch_size,
                              dist_info=info)
     return {
@@ -567,7 +578,7 @@ def run_multitask_row(spec, profile, seed: int, device, run_dir, progress: bool 
         "data": sizes,
         "hyperparameters": {
             "schedule": name, "tasks_trained": list(spec.tasks), "tasks_evaluated": list(EVAL_TASKS),
-            "steps_per_epoch": result.steps_per_epoch, "batch_size": scale.batch_size, "epochs": epochs,
+            "steps_per_epoch": result.steps_per_epoch, "batch_size": batch_size, "epochs": epochs,
             "lr": lr, "head_lr": head_lr or lr, "max_length": scale.max_length,
             "pooling": model.pooling, "relational": spec.relational, "freeze_bert": spec.freeze_bert,
             "hidden_dropout": profile.hidden_dropout, "head_dropout": profile.hidden_dropout,
