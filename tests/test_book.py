@@ -178,14 +178,19 @@ async () => {
 }
 """
 
-# A widget shows nothing in the static book: its section (or the one around it) needs a figure.
+# A widget does not run in the static book: minbert-widgets.js turns progress bars into static
+# bars and every other widget into a note, which needs a figure in its section (or the one around).
 WIDGETS_WITHOUT_FIGURE_JS = """
-() => Array.from(document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]'))
-  .filter(w => {
+() => {
+  const views = document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]');
+  const standIns = document.querySelectorAll('.mb-widget-note, .mb-widget-progress');
+  if (standIns.length !== views.length) return views.length - standIns.length;
+  return Array.from(document.querySelectorAll('.mb-widget-note')).filter(w => {
     const inner = w.closest('section');
     const outer = inner && inner.parentElement ? inner.parentElement.closest('section') : null;
     return ![inner, outer].some(sec => sec && sec.querySelector('.cell_output img'));
-  }).length
+  }).length;
+}
 """
 
 MATHJAX_READY_JS = """
@@ -247,7 +252,8 @@ def test_page_in_browser(page, browser, server, screenshots):
                 problems.append(f"no Colab launch button linking to {colab}")
         lonely = tab.evaluate(WIDGETS_WITHOUT_FIGURE_JS)
         if lonely:
-            problems.append(f"{lonely} widget(s) with no static figure in their section (widgets do not run in the HTML book)")
+            problems.append(f"{lonely} widget(s) without a static stand-in, or with no static figure in their "
+                            "section (widgets do not run in the HTML book)")
         if page in RESULTS_CHAPTERS:
             tables = tab.evaluate(
                 "() => Array.from(document.querySelectorAll('article table'))"
