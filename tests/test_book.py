@@ -10,6 +10,7 @@ downloaded browser); a page fails on
   not render, or unparsed MyST (`:::`, `{dropdown}`, `{cite}` shown as text);
 - a broken image (naturalWidth 0);
 - a widget with no static figure in its section (widgets do not run in the HTML book);
+- an Exercises section without its solutions in closed `{dropdown}`s;
 - on a chapter (notebooks/*): a missing Colab launch button;
 - on the results chapters (05_single_task, 09_results): a missing results table.
 
@@ -250,6 +251,13 @@ def test_page_in_browser(page, browser, server, screenshots):
             colab = f"colab.research.google.com/github/{REPO}/blob/main/{page}.ipynb"
             if tab.locator(f'a[href*="{colab}"]').count() == 0:
                 problems.append(f"no Colab launch button linking to {colab}")
+        exercises = tab.evaluate(
+            "() => { const s = document.querySelector('section#exercises');"
+            " return s ? {solutions: s.querySelectorAll('details.sd-dropdown').length,"
+            " open: s.querySelectorAll('details.sd-dropdown[open]').length} : null; }"
+        )
+        if exercises is not None and (not exercises["solutions"] or exercises["open"]):
+            problems.append(f"exercises need their solutions in closed dropdowns: {exercises}")
         lonely = tab.evaluate(WIDGETS_WITHOUT_FIGURE_JS)
         if lonely:
             problems.append(f"{lonely} widget(s) without a static stand-in, or with no static figure in their "
