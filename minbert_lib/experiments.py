@@ -231,8 +231,9 @@ def run_single_task(spec: RowSpec, profile: Profile, seed: int, device, run_dir:
     model = MultitaskBert(bert, dropout=profile.hidden_dropout, num_sentiment_classes=NUM_CLASSES.get(task, 5),
                           freeze_bert=spec.freeze_bert, pooling=pooling).to(device)
     lr, epochs = spec.learning_rate(profile), spec.epochs_for(profile)
+    head_lr = None if spec.freeze_bert else getattr(profile, "lr_head", None)
     result = fit(model, task, train, dev, epochs=epochs, lr=lr, batch_size=profile.batch_size, seed=seed,
-                 run_dir=run_dir, device=device, progress=progress, precision=profile.precision)
+                 run_dir=run_dir, device=device, progress=progress, precision=profile.precision, head_lr=head_lr)
     out = {
         "metrics": result.best_metrics,
         "history": result.history,
@@ -241,6 +242,7 @@ def run_single_task(spec: RowSpec, profile: Profile, seed: int, device, run_dir:
         "best_epoch": result.best_epoch,
         "data": sizes,
         "hyperparameters": {"lr": lr, "epochs": epochs, "batch_size": profile.batch_size,
+                            "head_lr": head_lr if head_lr is not None else lr,
                             "max_length": profile.max_length_for(task), "hidden_dropout": profile.hidden_dropout,
                             "head_dropout": profile.hidden_dropout, "freeze_bert": spec.freeze_bert,
                             "pooling": pooling,

@@ -31,6 +31,10 @@ class Profile:
     smart_batch_size: int = 32
     lr_finetune: float = 1e-5
     lr_pretrain: float = 1e-3  # frozen BERT, trained head ("pretrain" rows)
+    # Learning rate of the freshly initialised heads when fine-tuning (None: lr_finetune, as the
+    # poster). MiniLM's pooled [CLS] features are small (about 0.05), so a head moving 5e-5 per
+    # step can hardly change its logits in a few epochs.
+    lr_head: float | None = None
     hidden_dropout: float = 0.3
     # At most this many training / dev examples per task (None: the whole split).
     train_limit: dict = field(default_factory=dict)

@@ -287,6 +287,17 @@ def autocast(device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def parameter_groups(model, lr: float, head_lr: float | None = None) -> list[dict]:
+    """Trainable parameters as optimizer groups: BERT's at `lr`, the heads' at `head_lr`
+    (one group at `lr` when head_lr is None)."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if head_lr is None:
+        return [{"params": [p for _, p in params], "lr": lr}]
+    body = [p for n, p in params if n.startswith("bert.")]
+    heads = [p for n, p in params if not n.startswith("bert.")]
+    return [g for g in ({"params": body, "lr": lr}, {"params": heads, "lr": head_lr}) if g["params"]]
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -321,17 +332,19 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
         batch_size: int = 32, eval_batch_size: int | None = None, seed: int = 0,
         weight_decay: float = 0.0, run_dir: str | Path | None = None, device=None,
         progress: bool = True, verbose: bool = False, on_epoch_end=None, restore_best: bool = True,
-        smart=None, teacher=None, bucket_batches: int = 50, precision: str = "fp32") -> FitResult:
+        smart=None, teacher=None, bucket_batches: int = 50, precision: str = "fp32",
+        head_lr: float | None = None) -> FitResult:
     """Train `model` on one task for `epochs`, evaluating on `dev` after each epoch.
 
     `train`, `dev`: encoded examples (`encode_examples`). With a `run_dir`, after every epoch
     `last.pt` (trainable weights, optimizer, RNG states, history) and, when dev improved,
     `best.pt` (weights) are written; calling `fit` again with the same `run_dir` resumes after
     the last finished epoch and reaches the same result as an uninterrupted run. A finished run
-    leaves `done.json` and `best.pt` (and `last.pt` is removed); calling again returns the
-    recorded result with the best weights loaded. `on_epoch_end(record)` is called after each
+    leaves `done.json`, `best.pt` and `last.pt`; calling again returns the recorded result with
+    the best weights loaded, or, with more `epochs`, continues from the last epoch. `on_epoch_end(record)` is called after each
     epoch (raise in it to interrupt). At the end the best-dev weights are loaded (restore_best).
     `precision`: "fp32" (default), "bf16" (autocast mixed precision) or "auto" (`resolve_precision`).
+    `head_lr`: a learning rate for the parameters outside `model.bert` (the heads); None = `lr`.
     """
     from tqdm.auto import tqdm
 
@@ -342,7 +355,9 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
     precision = resolve_precision(precision, device)
     eval_batch_size = eval_batch_size or max(batch_size, 64)
     fingerprint = {"task": task, "lr": lr, "batch_size": batch_size, "seed": seed, "weight_decay": weight_decay,
-                   "n_train": len(train), "n_dev": len(dev), "epochs": epochs, "precision": precision}
+                   "n_train": len(train), "n_dev": len(dev), "precision": precision}
+    if head_lr is not None:
+        fingerprint["head_lr"] = head_lr
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -352,12 +367,20 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
             if record.get("fingerprint") != fingerprint:
                 raise ValueError(f"{run_dir} holds a finished run with other settings "
                                  f"({record.get('fingerprint')}); delete it or use another run_dir")
-            if restore_best and (run_dir / "best.pt").is_file():
-                load_trainable_state(model, torch.load(run_dir / "best.pt", map_location=device))
-            record.pop("fingerprint")
-            return FitResult(**record)
+            finished = len(record["history"])
+            if finished > epochs:
+                raise ValueError(f"{run_dir} holds a run of {finished} epochs; asked for {epochs}")
+            if finished == epochs or not (run_dir / "last.pt").is_file():
+                if finished < epochs:
+                    raise ValueError(f"{run_dir} finished {finished} epochs and has no last.pt to continue from")
+                if restore_best and (run_dir / "best.pt").is_file():
+                    load_trainable_state(model, torch.load(run_dir / "best.pt", map_location=device))
+                record.pop("fingerprint")
+                return FitResult(**record)
+            # more epochs than the finished run: continue from its last epoch (nothing in an
+            # epoch depends on the total number of epochs, so this equals a longer run)
 
-    optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    optimizer = AdamW(parameter_groups(model, lr, head_lr), lr=lr, weight_decay=weight_decay)
     history, step_losses, start_epoch, resumed = [], [], 1, None
     best_value, best_epoch, best_metrics, best_predictions = -math.inf, 0, {}, None
     last = run_dir / "last.pt" if run_dir is not None else None
@@ -444,5 +467,4 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
         tmp = run_dir / "done.json.tmp"
         tmp.write_text(json.dumps({**result.to_dict(), "fingerprint": fingerprint}))
         os.replace(tmp, run_dir / "done.json")
-        last.unlink(missing_ok=True)
     return result

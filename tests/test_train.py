@@ -170,3 +170,32 @@ def test_bf16_autocast_trains_and_is_recorded(tmp_path):
     assert next(model.parameters()).dtype == torch.float32  # weights stay float32
     with pytest.raises(ValueError, match="precision"):
         fit(model, "cfimdb", toy_examples(8), toy_examples(8), epochs=1, lr=1e-3, precision="fp16", progress=False)
+
+
+def test_more_epochs_continue_a_finished_run(tmp_path):
+    train, dev = toy_examples(64), toy_examples(16, seed=1)
+    kw = dict(lr=3e-3, batch_size=16, seed=2, progress=False)
+    long = tiny_model(seed=3)
+    r_long = fit(long, "cfimdb", train, dev, epochs=3, run_dir=tmp_path / "long", restore_best=False, **kw)
+    short = tiny_model(seed=3)
+    fit(short, "cfimdb", train, dev, epochs=2, run_dir=tmp_path / "short", **kw)
+    extended = tiny_model(seed=4)
+    r_ext = fit(extended, "cfimdb", train, dev, epochs=3, run_dir=tmp_path / "short", restore_best=False, **kw)
+    assert r_ext.step_losses == r_long.step_losses and r_ext.resumed_from_epoch == 3
+    for a, b in zip(long.state_dict().values(), extended.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="3 epochs"):
+        fit(tiny_model(), "cfimdb", train, dev, epochs=2, run_dir=tmp_path / "short", **kw)
+
+
+def test_head_lr_makes_two_parameter_groups():
+    from minbert_lib.train import parameter_groups
+
+    model = tiny_model()
+    groups = parameter_groups(model, 1e-5, 1e-3)
+    assert [g["lr"] for g in groups] == [1e-5, 1e-3]
+    n_head = sum(p.numel() for p in groups[1]["params"])
+    assert n_head == sum(p.numel() for n, p in model.named_parameters() if not n.startswith("bert."))
+    frozen = tiny_model(freeze=True)
+    assert [g["lr"] for g in parameter_groups(frozen, 1e-5, 1e-3)] == [1e-3]
+    assert len(parameter_groups(model, 1e-5)) == 1
