@@ -23,35 +23,19 @@ import copy
 import sys
 
 import torch
-import torch.nn.functional as F
 
 from .bench import Comparison, comparison, make_batch, make_parser, run
-from .smart import SmartConfig, smart_forward
+from .smart import SmartConfig
 
 
-def _plain_step(model, optimizer, batch, labels):
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model("sst", batch), labels)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
+def _step(model, optimizer, batch, config: SmartConfig | None):
+    """One `train.training_step` (the path training uses), SMART when `config` is given."""
+    from .train import training_step
 
-    return step
-
-
-def _smart_step(model, optimizer, batch, labels, config: SmartConfig):
-    teacher = config.make_teacher(model)
+    teacher = config.make_teacher(model) if config is not None else None
 
     def step():
-        optimizer.zero_grad(set_to_none=True)
-        output, terms = smart_forward(model, "sst", batch, "categorical", config, teacher)
-        loss = F.cross_entropy(output, labels) + terms["reg"]
-        loss.backward()
-        optimizer.step()
-        if teacher is not None:
-            teacher.update(model)
-        return loss.item()
+        return training_step(model, "sst", batch, optimizer, smart=config, teacher=teacher)["loss"]
 
     return step
 
@@ -66,6 +50,7 @@ def compare_smart(args: argparse.Namespace) -> Comparison:
     torch.manual_seed(0)
     base = MultitaskBert(bert, dropout=0.3, num_sentiment_classes=5).train()
     batch, labels = make_batch(args.batch_size, args.seq_len, bert.config.vocab_size, args.padding)
+    batch["labels"] = labels
     variants = {
         "plain": None,
         "smart": SmartConfig(),
@@ -76,7 +61,7 @@ def compare_smart(args: argparse.Namespace) -> Comparison:
     for name, cfg in variants.items():
         model = copy.deepcopy(base).train()
         opt = AdamW(model.parameters(), lr=args.lr)
-        steps[name] = _plain_step(model, opt, batch, labels) if cfg is None else _smart_step(model, opt, batch, labels, cfg)
+        steps[name] = _step(model, opt, batch, cfg)
     info = {"smart_config": SmartConfig().to_dict(), "real_tokens": int(batch["attention_mask"].sum()),
             "tokens": batch["attention_mask"].numel(),
             "note": "ratio = smart / plain seconds per step (the cost multiple of SMART)"}
