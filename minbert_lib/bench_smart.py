@@ -10,11 +10,13 @@ dropout 0.3 as the poster):
           reference is recomputed in eval mode), then the teacher update;
 - smart-dropout-on: the paper's variant (dropout on in the adversarial passes), which
           reuses the clean forward pass as the reference;
+- smart-same-mask: dropout on, the adversarial passes replaying the clean pass's masks
+          (R_s -> 0 as eps -> 0 like the poster's, and the clean pass is reused);
 - smart-no-teacher: the poster's settings without the Bregman term.
 
 The headline ratio is smart / plain (the poster: 161 s / 25 s = 6.4x per epoch; the SMART
 paper: about 3x). Counting passes (forward F, backward 2F, backward to the input only 1F):
-plain 3F; smart-dropout-on 9F (3x); smart 12F (4x). Chapter 6 reports the measurement.
+plain 3F; smart-dropout-on and smart-same-mask 9F (3x); smart 12F (4x). Chapter 6 reports the measurement.
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ def compare_smart(args: argparse.Namespace) -> Comparison:
         "plain": None,
         "smart": SmartConfig(),
         "smart-dropout-on": SmartConfig(dropout_in_adversary=True),
+        "smart-same-mask": SmartConfig(dropout_in_adversary="same"),
         "smart-no-teacher": SmartConfig(bregman=False),
     }
     steps = {}

@@ -27,14 +27,17 @@ perturbed branch.
 
 Dropout (the poster's customization): with `dropout_in_adversary=False` the adversarial
 passes run in eval mode (dropout off) and so does the clean reference f(x) they are
-compared with, so R_s → 0 as ε → 0. With dropout on in both, two dropout masks are two
-different networks and R_s stays at a floor however small ε is. Chapter 6 plots both.
+compared with, so R_s → 0 as ε → 0. With dropout on in both (`True`, the paper's code), two
+dropout masks are two different networks and R_s stays at a floor however small ε is.
+`"same"` replays the clean pass's dropout masks in the adversarial passes (the random
+number generator state is captured before the clean pass): one sub-network on both sides,
+so R_s → 0 as ε → 0 as well, while the clean output is reused. Chapter 6 plots all three.
 
 Cost per training step, counted in forward passes F of the encoder (a backward ≈ 2F, a
 backward to the input only ≈ 1F): plain fine-tuning 3F; SMART with K=1 and the teacher
-adds the ascent (1F + 1F), the perturbed pass (1F + 2F) and the teacher (1F) = 9F, about 3×;
-the poster's eval-mode reference adds one forward and backward more (≈ 4×).
-`python -m minbert_lib.bench --smart` measures it.
+adds the ascent (1F + 1F), the perturbed pass (1F + 2F) and the teacher (1F) = 9F, about 3×
+(dropout True or "same"); the poster's eval-mode reference adds one forward and backward
+more (12F, about 4×). `python -m minbert_lib.bench --smart` measures it.
 
 Introduced in Chapter 6 (notebooks/06_smart_adversarial); the teacher and the Bregman term
 in Chapter 7 (notebooks/07_bregman_smooth_valleys).
@@ -149,6 +152,23 @@ def _has_active_dropout(model: nn.Module | None) -> bool:
     return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
 
 
+def capture_rng(device: torch.device | str = "cpu") -> dict:
+    """The random number generator state dropout draws from on `device` (for
+    dropout_in_adversary="same": capture it right before the clean forward pass)."""
+    device = torch.device(device)
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict, device: torch.device | str = "cpu") -> None:
+    device = torch.device(device)
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def project_linf(delta: torch.Tensor, eps: float) -> torch.Tensor:
     """Projection onto the L∞ ball of radius eps: clamp every coordinate to [−eps, eps]."""
     return delta.clamp(-eps, eps)
@@ -158,6 +178,9 @@ def normalize_linf(g: torch.Tensor) -> torch.Tensor:
     """Ascent direction: the gradient divided by its ∞-norm over the hidden dimension,
     per token, so the largest coordinate of each token's step is ±1."""
     return g / (g.abs().amax(dim=-1, keepdim=True) + torch.finfo(g.dtype).tiny)
+
+
+DROPOUT_MODES = (False, True, "same")
 
 
 def adversarial_loss(
@@ -171,7 +194,8 @@ def adversarial_loss(
     eta: float = 1e-3,
     steps: int = 1,
     model: nn.Module | None = None,
-    dropout_in_adversary: bool = False,
+    dropout_in_adversary: bool | str = False,
+    rng_state: dict | None = None,
     return_perturbation: bool = False,
 ):
     """R_s: ℓ_s(f(x + δ), f(x)) after K projected, normalized ascent steps on δ.
@@ -179,37 +203,57 @@ def adversarial_loss(
     forward_from_embeddings(embeddings: tuple, masks: tuple) -> head output; embeddings and
     masks are tuples with one entry per sentence (1 for single-sentence tasks, 2 for pairs;
     every sentence is perturbed). clean_output is f(x) from the training step's forward
-    pass, reused as the reference whenever it is valid (dropout in the adversarial passes,
-    or no active dropout). With `dropout_in_adversary=False` and `model` in training mode,
-    the adversarial passes run in eval mode and the reference f(x) is recomputed in eval
-    mode too (one forward more), so that R_s → 0 as ε → 0; the model's mode is restored.
-    `model` is the module whose dropout is switched (pass None to leave modes alone).
+    pass, reused as the reference whenever it is valid. `model` is the module whose dropout
+    is switched (None: leave modes alone). dropout_in_adversary:
+
+    - False (the poster): the adversarial passes run in eval mode; if `model` is training
+      with dropout, the reference f(x) is recomputed in eval mode too (one forward and
+      backward more), so that R_s → 0 as ε → 0. The model's mode is restored.
+    - True (the paper's code): the passes draw fresh dropout masks; R_s has a dropout floor.
+    - "same": the passes replay the dropout masks of the clean pass, from `rng_state`
+      (`capture_rng()` taken right before the clean forward from the embeddings): the same
+      sub-network on both sides, so R_s → 0 as ε → 0, and the clean output is reused.
+
+    Under mixed precision (autocast on) the adversarial passes and the reference run in
+    float32: bfloat16 cannot represent a 1e-5 change of an O(1) embedding.
 
     Returns R_s (a scalar with gradients to θ through both branches), and the final
     perturbations as a tuple if return_perturbation.
     """
+    if dropout_in_adversary not in DROPOUT_MODES:
+        raise ValueError(f"dropout_in_adversary must be one of {DROPOUT_MODES}, not {dropout_in_adversary!r}")
     single = isinstance(embeddings, torch.Tensor)
     embeddings = (embeddings,) if single else tuple(embeddings)
     masks = (masks,) if isinstance(masks, torch.Tensor) else tuple(masks)
-    eval_reference = (not dropout_in_adversary) and _has_active_dropout(model)
-    if clean_output is None and not eval_reference:
-        with _dropout_mode(model, not dropout_in_adversary):
-            clean_output = forward_from_embeddings(embeddings, masks)
+    device = embeddings[0].device
+    same = dropout_in_adversary == "same" and _has_active_dropout(model)
+    if same and rng_state is None:
+        raise ValueError('dropout_in_adversary="same" needs rng_state=capture_rng() from before the clean pass')
+    autocast_on = torch.is_autocast_enabled(device.type)
+    eval_mode = dropout_in_adversary is False
+    recompute = clean_output is None or autocast_on or (eval_mode and _has_active_dropout(model))
 
-    with _dropout_mode(model, off=not dropout_in_adversary):
-        reference = forward_from_embeddings(embeddings, masks) if eval_reference else clean_output
+    def f(e):
+        if same:
+            restore_rng(rng_state, device)  # the clean pass's dropout masks
+        return forward_from_embeddings(e, masks)
+
+    with _dropout_mode(model, off=eval_mode), torch.autocast(device.type, enabled=False):
+        reference = f(embeddings) if recompute else clean_output
         target = reference.detach()
         x = tuple(e.detach() for e in embeddings)  # the ascent must not touch θ's graph
         deltas = tuple(sigma * torch.randn_like(e) for e in x)  # (B, T, H) each
+        after = capture_rng(device) if same else None
         for _ in range(steps):
             deltas = tuple(d.requires_grad_() for d in deltas)
-            out = forward_from_embeddings(tuple(e + d for e, d in zip(x, deltas)), masks)
-            a = smoothness_loss(kind, out, target)
+            a = smoothness_loss(kind, f(tuple(e + d for e, d in zip(x, deltas))), target)
             grads = torch.autograd.grad(a, deltas)  # w.r.t. δ only: no weight gradients
             deltas = tuple(project_linf(d.detach() + eta * normalize_linf(g), eps)
                            for d, g in zip(deltas, grads))
-        perturbed = forward_from_embeddings(tuple(e + d for e, d in zip(embeddings, deltas)), masks)
+        perturbed = f(tuple(e + d for e, d in zip(embeddings, deltas)))
         R = smoothness_loss(kind, perturbed, reference)
+        if same:
+            restore_rng(after, device)
     return (R, deltas) if return_perturbation else R
 
 
@@ -282,7 +326,7 @@ class SmartConfig:
     steps: int = 1
     mu: float = 1.0
     beta: float = 0.995
-    dropout_in_adversary: bool = False
+    dropout_in_adversary: bool | str = False  # False (poster), True (paper), "same" (replayed masks)
     bregman: bool = True
 
     def to_dict(self) -> dict:
@@ -293,7 +337,8 @@ class SmartConfig:
 
 
 def smart_terms(model: nn.Module, task: str, batch: dict, embeddings, masks, output: torch.Tensor,
-                kind: str, config: SmartConfig, teacher: MomentumTeacher | None = None) -> dict:
+                kind: str, config: SmartConfig, teacher: MomentumTeacher | None = None,
+                rng_state: dict | None = None) -> dict:
     """SMART's terms for a batch whose clean forward pass (embeddings -> output) is done,
     for a model with the MultitaskBert interface (`forward_from_embeddings(task, e, m)`;
     the teacher is called as `teacher(task, batch)`).
@@ -310,7 +355,7 @@ def smart_terms(model: nn.Module, task: str, batch: dict, embeddings, masks, out
 
         adv = adversarial_loss(f, embeddings, masks, output, kind, eps=config.eps, sigma=config.sigma,
                                eta=config.eta, steps=config.steps, model=model,
-                               dropout_in_adversary=config.dropout_in_adversary)
+                               dropout_in_adversary=config.dropout_in_adversary, rng_state=rng_state)
         reg = reg + config.lambda_s * adv
     if teacher is not None and config.mu:
         breg = bregman_divergence(kind, output, teacher(task, batch))
@@ -322,5 +367,6 @@ def smart_forward(model: nn.Module, task: str, batch: dict, kind: str, config: S
                   teacher: MomentumTeacher | None = None) -> tuple[torch.Tensor, dict]:
     """The clean forward pass plus `smart_terms`: returns (clean output, terms)."""
     embeddings, masks = model.embed(task, batch)
+    rng = capture_rng(embeddings[0].device) if config.dropout_in_adversary == "same" else None
     output = model.forward_from_embeddings(task, embeddings, masks)
-    return output, smart_terms(model, task, batch, embeddings, masks, output, kind, config, teacher)
+    return output, smart_terms(model, task, batch, embeddings, masks, output, kind, config, teacher, rng)

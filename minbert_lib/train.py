@@ -160,13 +160,18 @@ def training_step(model, task: str, batch: dict, optimizer, smart=None, teacher=
     model.train()
     optimizer.zero_grad(set_to_none=True)
     embeddings, masks = model.embed(task, batch)
+    rng = None
+    if smart is not None and smart.dropout_in_adversary == "same":  # SMART replays the clean pass's dropout masks
+        from .smart import capture_rng
+
+        rng = capture_rng(embeddings[0].device)
     output = model.forward_from_embeddings(task, embeddings, masks)
     loss = task_loss(task, output, batch["labels"])
     stats = {"task_loss": float(loss.detach())}
     if smart is not None:  # SMART (Chapters 6-7): loss += λ_s·R_s + μ·D_Breg
         from .smart import smart_terms
 
-        terms = smart_terms(model, task, batch, embeddings, masks, output, TASK_KIND[task], smart, teacher)
+        terms = smart_terms(model, task, batch, embeddings, masks, output, TASK_KIND[task], smart, teacher, rng)
         loss = loss + terms["reg"]
         stats.update({k: float(terms[k].detach()) for k in ("adv", "breg") if terms[k] is not None})
     elif teacher is not None:

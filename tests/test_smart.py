@@ -297,3 +297,59 @@ def test_training_step_with_smart_updates_teacher_and_reports_terms():
     # Bregman only (λ_s = 0): no adversarial term computed.
     stats = T.training_step(model, "sst", b, opt, smart=SmartConfig(lambda_s=0.0), teacher=teacher)
     assert "adv" not in stats and "breg" in stats
+
+
+def test_same_dropout_masks_vanish_with_eps_and_reuse_the_clean_pass():
+    from minbert_lib.smart import capture_rng
+
+    model = TinyClassifier(dropout=0.3).double().train()
+    ids = batch(B=8)
+
+    def R(eps):
+        torch.manual_seed(0)
+        embs, masks = model.embed(ids)
+        rng = capture_rng()
+        out = model.forward_from_embeddings(embs, masks)
+        return adversarial_loss(model.forward_from_embeddings, embs, masks, out, "categorical", eps=eps,
+                                sigma=eps, model=model, dropout_in_adversary="same", rng_state=rng).item()
+
+    same = [R(eps) for eps in (1e-3, 1e-5)]
+    assert 0 < same[1] < 1e-3 * same[0]  # ~ eps^2: no dropout floor
+    assert model.training
+    embs, masks = model.embed(ids)
+    with pytest.raises(ValueError):  # the masks to replay must be given
+        adversarial_loss(model.forward_from_embeddings, embs, masks, None, "categorical", model=model,
+                         dropout_in_adversary="same")
+    calls = []
+
+    def f(e, m):
+        calls.append(1)
+        return model.forward_from_embeddings(e, m)
+
+    rng = capture_rng()
+    out = model.forward_from_embeddings(embs, masks)
+    adversarial_loss(f, embs, masks, out, "categorical", model=model, dropout_in_adversary="same", rng_state=rng)
+    assert len(calls) == 2  # the clean output is reused
+
+
+def test_training_step_same_mode_and_autocast_keeps_the_perturbation_visible():
+    from minbert_lib import train as T
+    from minbert_lib.heads import MultitaskBert
+    from minbert_lib.optim import AdamW
+
+    torch.manual_seed(0)
+    model = MultitaskBert(BertModel(BertConfig(**TINY)), dropout=0.3)
+    ids = batch(seed=3)
+    b = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 2, 3])}
+    cfg = SmartConfig(eps=1e-3, sigma=1e-3, dropout_in_adversary="same")
+    stats = T.training_step(model, "sst", b, AdamW(model.parameters(), lr=1e-3), smart=cfg,
+                            teacher=cfg.make_teacher(model))
+    assert stats["adv"] > 0 and stats["breg"] > 0
+    # bfloat16 autocast: the adversarial passes run in float32, so a 1e-5 perturbation still registers.
+    model.eval()
+    embs, masks = model.embed("sst", b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.forward_from_embeddings("sst", embs, masks)
+        R = adversarial_loss(lambda e, m: model.forward_from_embeddings("sst", e, m), embs, masks, out,
+                             "categorical", eps=1e-5, sigma=1e-5, model=model)
+    assert R.dtype == torch.float32 and 0 < R.item() < 1e-4
