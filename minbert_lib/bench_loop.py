@@ -1,7 +1,7 @@
 """Throughput of the training loop against the raw training step, interleaved.
 
-`python -m minbert_lib.bench_loop` (or `python -m minbert_lib.bench --compare loop` once
-this module is imported) times, on real SST training sentences (the offline MiniLM, batch 32,
+`python -m minbert_lib.bench_loop [--loop-batches 8]` (or `python -m minbert_lib.bench --loop`,
+8 batches per call) times, on real SST training sentences (the offline MiniLM, batch 32,
 fine-tuning, dropout 0.3):
 
 - raw:  `train.training_step` on batches collated beforehand (forward, loss, backward, AdamW);
@@ -33,7 +33,7 @@ def compare_loop(args) -> Comparison:
     from .train import batch_tokens, encode_examples, fit, make_batches, training_step
 
     tok = Tokenizer.from_pretrained(args.checkpoint)
-    n = args.loop_batches * args.batch_size
+    n = getattr(args, "loop_batches", 8) * args.batch_size  # --loop-batches (python -m minbert_lib.bench_loop)
     examples = load_task("sst", "train")[:n]
     train = encode_examples(examples, tok, max_length=args.seq_len)
     dev = train[:1]
