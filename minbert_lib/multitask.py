@@ -348,7 +348,7 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
                     smart=None, eval_tasks=EVAL_TASKS, select_tasks=None, eval_batch_size: int = 128,
                     dist_info=None, verbose: bool = False, on_epoch_end=None,
                     head_lr: float | None = None, checkpoint_every: float | None = 300.0,
-                    on_step=None) -> MultitaskResult:
+                    on_step=None, precision: str = "fp32") -> MultitaskResult:
     """Train one model on the tasks in `train` (encoded examples per task) with a schedule.
 
     Every step is `train.training_step` on the task and batch the schedule names (SMART
@@ -360,6 +360,7 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
     training, before a step; `on_step(epoch, k)` is called before step k, e.g. to interrupt);
     a finished run leaves done.json and returns it again.
     `dist_info` (distributed.DistInfo): each rank takes its share of every batch through DDP.
+    `precision`: "fp32", "bf16" or "auto" (bf16 autocast where the hardware has it; train.autocast).
     """
     import json
     import os
@@ -374,6 +375,7 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
 
     info = dist_info or DistInfo()
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    precision = T.resolve_precision(precision, device)
     model.to(device)
     tasks = [t for t in TASK_ORDER if t in train] + [t for t in train if t not in TASK_ORDER]
     select_tasks = tuple(select_tasks or tasks)
@@ -381,7 +383,7 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
     lengths = {t: [it["length"] for it in train[t]] for t in tasks}
     fingerprint = {"schedule": schedule_name, "lr": lr, "batch_size": batch_size, "seed": seed, "epochs": epochs,
                    "sizes": sizes, "dev": {t: len(dev.get(t, [])) for t in eval_tasks}, "smart": bool(smart),
-                   "head_lr": head_lr}
+                   "head_lr": head_lr, **({"precision": precision} if precision != "fp32" else {})}
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -453,13 +455,15 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
             items = [train[s.task][i] for i in shard(s.indices, info)]
             batch = T.to_device(T.collate(items, s.task), device)
             tokens += T.batch_tokens(batch)
-            stats = T.training_step(net, s.task, batch, optimizer, smart=smart, teacher=teacher, step=step_no)
+            with T.autocast(device, precision):
+                stats = T.training_step(net, s.task, batch, optimizer, smart=smart, teacher=teacher, step=step_no)
             losses[s.task].append(stats["loss"])
             if step_no % 10 == 0:
                 bar.set_postfix({t: f"{np.mean(v[-10:]):.2f}" for t, v in losses.items() if v})
         train_seconds = before + time.perf_counter() - t0
         t1 = time.perf_counter()
-        metrics, _ = evaluate_all(model, dev, eval_tasks, eval_batch_size, device)
+        with T.autocast(device, precision):
+            metrics, _ = evaluate_all(model, dev, eval_tasks, eval_batch_size, device)
         eval_seconds = time.perf_counter() - t1
         record = {"epoch": epoch, **metrics,
                   **{f"{t}_train_loss": float(np.mean(v)) for t, v in losses.items() if v},
@@ -550,9 +554,14 @@ def run_multitask_row(spec, profile, seed: int, device, run_dir, progress: bool 
     from .distributed import init_from_env
     from .smart import SmartConfig
     from .tokenizer import Tokenizer
-    from .train import seed_everything
+    from .train import resolve_precision, seed_everything
 
     scale = scale_for(profile)
+    overrides = spec.options.get("scale", {}).get(profile.name)
+    if overrides:  # a row may change its profile's scale (e.g. more data); recorded below
+        from dataclasses import replace
+
+        scale = replace(scale, **overrides)
     info = init_from_env()
     tokenizer = Tokenizer.from_pretrained(profile.model)
     train, dev, sizes = table2_data(profile, tokenizer, scale)
@@ -568,7 +577,7 @@ def run_multitask_row(spec, profile, seed: int, device, run_dir, progress: bool 
     result = train_multitask(model, train, dev, schedule_name=name, epochs=epochs, lr=lr, head_lr=head_lr,
                              batch_size=batch_size, seed=seed, run_dir=run_dir, device=device,
                              progress=progress, smart=smart, eval_batch_size=scale.eval_batch_size,
-                             dist_info=info)
+                             dist_info=info, precision=spec.options.get("precision", "fp32"))
     return {
         "metrics": result.best_metrics,
         "history": result.history,
@@ -583,6 +592,7 @@ def run_multitask_row(spec, profile, seed: int, device, run_dir, progress: bool 
             "pooling": model.pooling, "relational": spec.relational, "freeze_bert": spec.freeze_bert,
             "hidden_dropout": profile.hidden_dropout, "head_dropout": profile.hidden_dropout,
             "smart": smart.to_dict() if smart else None, "world_size": info.world_size,
+            "precision": resolve_precision(spec.options.get("precision", "fp32"), device),
             "optimizer": "AdamW (CS 224N variant), weight decay 0, no schedule; one step per task batch",
             "selection": "best epoch by the mean dev metric of the trained tasks",
             "sts_head": "relational: 5*sigmoid, MSE on the 0-5 scale" if spec.relational else "5*cos(u, v), MSE",
