@@ -693,25 +693,32 @@ def main(argv=None) -> int:
     pr = sub.add_parser("predict")
     pr.add_argument("--profile", default="cpu")
     pr.add_argument("--row", default=None)
+    pr.add_argument("--table", default="table2", help="table2, or table2-extra (more data and epochs)")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     profile = get_profile(args.profile)
-    records = X.load_results(profile.name, "table2")
+    records = X.load_results(profile.name, args.table)
     row = args.row or best_row(records)
-    spec = X.TABLES["table2"][row]
+    spec = X.TABLES[args.table][row]
     scale = scale_for(profile)
-    ckpt = X.checkpoints_dir() / profile.name / "table2" / row / f"seed{args.seed}" / "best.pt"
+    overrides = spec.options.get("scale", {}).get(profile.name)
+    if overrides:
+        from dataclasses import replace
+
+        scale = replace(scale, **overrides)
+    ckpt = X.checkpoints_dir() / profile.name / args.table / row / f"seed{args.seed}" / "best.pt"
     model = build_model(spec, profile, scale)
     load_trainable_state(model, torch.load(ckpt, map_location="cpu"))
     out = Path(args.out) if args.out else (X.repo_root() or Path.cwd()) / "predictions"
     written = write_predictions(model, Tokenizer.from_pretrained(profile.model), out, scale.max_length)
-    info = {"row": row, "profile": profile.name, "seed": args.seed, "checkpoint": str(ckpt.relative_to(X.repo_root() or Path.cwd())),
+    info = {"table": args.table, "row": row, "profile": profile.name, "seed": args.seed, "checkpoint": str(ckpt.relative_to(X.repo_root() or Path.cwd())),
             "dev_metrics_recorded": records[row]["metrics"], "files": written, "commit": X.git_commit()}
     (out / "provenance.json").write_text(json.dumps(info, indent=1) + "\n")
     absent = [f"{k} ({v.split(';')[0]})" for k, v in written.items() if not isinstance(v, int)]
     readme = [
-        f"Dev and test predictions of the best Table 2 row at the {profile.name} profile ({row}, seed {args.seed}), "
+        f"Dev and test predictions of the best multitask model at the {profile.name} profile ({args.table} row {row}, "
+        f"seed {args.seed}), "
         "in the CS 224N 2023 submission format (a header line `id \\t Predicted_...`, then `id , prediction` per line).",
         "",
         "Not written: " + ("; ".join(absent) if absent else "nothing") + ". The offline copy of the task files has no "
@@ -720,7 +727,8 @@ def main(argv=None) -> int:
         "para-dev-output.csv covers the dev part of the seeded split of quora-dev.csv that the library uses when "
         "quora-train.csv is absent (data.quora_fallback()); sts and sst dev files cover the whole dev sets.",
         "",
-        f"Made by `python -m minbert_lib.multitask predict --profile {profile.name}` from {info['checkpoint']}; "
+        f"Made by `python -m minbert_lib.multitask predict --profile {profile.name} --table {args.table}` from "
+        f"{info['checkpoint']}; "
         "provenance.json records the row, its recorded dev metrics and the commit.",
     ]
     (out / "README.md").write_text("\n".join(readme) + "\n")
