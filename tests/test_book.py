@@ -109,6 +109,23 @@ def test_book_builds_and_lists_every_page(html_dir):
         assert (html_dir / f"{page}.html").exists(), f"{page} is in _toc.yml but was not built"
 
 
+def test_chapters_are_committed_with_outputs():
+    """The book renders the committed outputs (execute_notebooks: off): a chapter must have them."""
+    import json
+
+    for page in PAGES:
+        if not page.startswith("notebooks/"):
+            continue
+        nb = json.loads((ROOT / f"{page}.ipynb").read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert any(c.get("outputs") for c in code), (
+            f"{page}.ipynb has no outputs: execute it (jupyter nbconvert --to notebook --execute --inplace) "
+            "before listing it in _toc.yml")
+        lexer = nb["metadata"].get("language_info", {}).get("pygments_lexer")
+        assert lexer == "ipython3", f"{page}.ipynb: language_info.pygments_lexer is {lexer!r}, not 'ipython3' " \
+            "(the first cell's !pip then breaks the build); executing the notebook sets it"
+
+
 def test_mathjax_is_served_locally(html_dir):
     """Math must render offline: MathJax comes from _static, never from a CDN."""
     with_math = []
