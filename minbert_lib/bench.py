@@ -285,7 +285,7 @@ def run(args: argparse.Namespace) -> dict:
     print(f"  ratio {comp.baseline}/{comp.candidate}: {ratio_of_medians:.3f} (medians); "
           f"paired per-round median {pr['median']:.3f} (IQR {pr['q1']:.3f}-{pr['q3']:.3f})"
           f"  [>= 1.0: {comp.candidate} at least as fast]")
-    print(f"  CPU seconds per step (all threads): " + ", ".join(
+    print("  CPU seconds per step (all threads): " + ", ".join(
         f"{name} {s['median']:.3f}" for name, s in cpu_summary.items()) + f"; ratio {cpu_ratio:.3f}")
     if args.threads > 1 and os.cpu_count() and os.getloadavg()[0] > os.cpu_count():
         print(f"  note: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: timings are noisy")
