@@ -1,0 +1,56 @@
+"""The benchmark machinery (python -m minbert_lib.bench), without timing any model."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from minbert_lib import bench
+
+
+def test_interleaved_timings_alternates_and_counts():
+    calls = []
+    fns = {name: (lambda n=name: calls.append(n)) for name in "abc"}
+    cpu = {}
+    times = bench.interleaved_timings(fns, steps=4, warmup=1, cpu_times=cpu)
+    assert calls[:3] == ["a", "b", "c"]  # warm-up round
+    assert calls[3:] == ["a", "b", "c", "c", "b", "a", "a", "b", "c", "c", "b", "a"]
+    assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4, "c": 4}
+    assert {k: len(v) for k, v in cpu.items()} == {"a": 4, "b": 4, "c": 4}
+    assert all(t >= 0 for ts in times.values() for t in ts)
+
+
+def test_make_batch_padding_patterns():
+    batch, labels = bench.make_batch(8, 16, 30522, "random", seed=0)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert ids.shape == mask.shape == (8, 16) and labels.shape == (8,)
+    lengths = mask.sum(1)
+    assert lengths[0] == 16 and lengths.min() >= 4 and (lengths < 16).any()
+    assert (ids[:, 0] == 101).all() and (ids[torch.arange(8), lengths - 1] == 102).all()
+    assert (ids[mask == 0] == 0).all()
+    full, _ = bench.make_batch(8, 16, 30522, "none")
+    assert (full["attention_mask"] == 1).all()
+    again, _ = bench.make_batch(8, 16, 30522, "random", seed=0)
+    assert torch.equal(again["input_ids"], ids)
+
+
+def test_a_registered_comparison_runs_and_writes_json(tmp_path, monkeypatch):
+    monkeypatch.setitem(bench.COMPARISONS, "toy", (
+        lambda args: bench.Comparison({"slow": lambda: sum(range(20000)), "fast": lambda: None},
+                                      baseline="slow", candidate="fast", info={"toy": True}),
+        "a toy comparison"))
+    out = tmp_path / "toy.json"
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--toy", "--steps", "3", "--warmup", "1", "--threads", "1", "--json", str(out)]) == 0
+    finally:  # run() sets the thread count for the whole process
+        torch.set_num_threads(threads)
+    result = json.loads(out.read_text())
+    assert result["comparison"] == "toy" and result["baseline"] == "slow"
+    assert result["ratio"] > 1.0 and result["info"] == {"toy": True}
+    assert len(result["raw_seconds"]["fast"]) == 3 and "cpu_ratio" in result
+
+
+def test_parser_defaults_are_the_issues_settings():
+    args = bench.make_parser().parse_args([])
+    assert (args.compare, args.batch_size, args.seq_len, args.threads) == ("hf", 32, 64, 2)
