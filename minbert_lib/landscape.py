@@ -174,3 +174,82 @@ def top_hessian_eigenvalue(loss: CachedLoss, iters: int = 15, h: float = 1e-3, s
         estimates.append(sum(float((a * b).sum()) for a, b in zip(v, hv)))  # Rayleigh quotient
         v = normalized(hv)
     return {"eigenvalue": estimates[-1], "history": estimates}
+
+
+# -- the recorded comparison (Chapter 7 reads its file) -----------------------------------------
+def compare_rows(profile_name: str = "cpu", rows=("finetune-default", "finetune-smart"), seed: int = 0,
+                 probe_size: int = 32, rho: float = 1e-4, ascent_steps: int = 5, hessian_iters: int = 8) -> dict:
+    """Sharpness of the best checkpoints of recorded Table 2 rows (plain vs SMART fine-tuning):
+    box sharpness, top Hessian eigenvalue (last layer, pooler, head) and the input-space R_s
+    at ε = 1e-3 (dropout off), on the first `probe_size` sentences of a seeded 256-sentence SST
+    dev subset; the same computation as Chapter 7's table."""
+    import time
+
+    from . import experiments, smart
+    from .data import load_task
+    from .multitask import build_model
+    from .tokenizer import Tokenizer
+    from .train import collate, encode_examples, evaluate, load_trainable_state, make_batches
+
+    profile = experiments.get_profile(profile_name)
+    tokenizer = Tokenizer.from_pretrained(profile.model)
+    dev_items = encode_examples(experiments.subset(load_task("sst", "dev"), 256, "sst-dev"), tokenizer,
+                                profile.max_length_for("sst"))
+    probe = collate(dev_items[:probe_size], "sst")
+    record = {"what": f"loss landscape around the best checkpoints of the {profile_name}-profile Table 2 rows "
+                      + " and ".join(rows) + " (Chapter 7)",
+              "probe": f"the first {probe_size} of a seeded 256-sentence SST dev subset",
+              "landscape": "CachedLoss k=1 (last layer, pooler, sentiment head), float32",
+              "sharpness": {"rho": rho, "steps": ascent_steps}, "hessian": {"iters": hessian_iters, "h": 1e-3},
+              "input_r_s": {"eps": 1e-3, "sigma": 1e-3, "eta": 1e-2, "dropout": "off (eval mode)"},
+              "models": {}}
+    for row in rows:
+        path = experiments.checkpoints_dir() / profile_name / "table2" / row / f"seed{seed}" / "best.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"No checkpoint {path}: run python -m minbert_lib.experiments run table2 "
+                                    f"--profile {profile_name} --rows {row}")
+        model = build_model(experiments.TABLES["table2"][row], profile)
+        load_trainable_state(model, torch.load(path, map_location="cpu"))
+        model.eval()
+        acc = evaluate(model, "sst", make_batches(dev_items, "sst", 64))[0]["sst_acc"]
+        loss = CachedLoss(model, "sst", probe, k=1, dtype=torch.float32)
+        sharp = sharpness(loss, rho=rho, steps=ascent_steps)
+        eig = top_hessian_eigenvalue(loss, iters=hessian_iters)
+        torch.manual_seed(0)
+        embs, masks = model.embed("sst", probe)
+        out = model.forward_from_embeddings("sst", embs, masks)
+        r_in = smart.adversarial_loss(lambda e, m: model.forward_from_embeddings("sst", e, m), embs, masks, out,
+                                      "categorical", eps=1e-3, sigma=1e-3, eta=1e-2, model=model).item()
+        record["models"][row] = {"dev256_sst_acc": acc, "probe_loss": sharp["loss"], "sharpness": sharp["increase"],
+                                 "top_hessian_eigenvalue": eig["eigenvalue"], "eigenvalue_history": eig["history"],
+                                 "input_r_s": r_in}
+        print(f"{row}: dev acc (256) {acc:.3f}, probe loss {sharp['loss']:.3f}, sharpness {sharp['increase']:.4f}, "
+              f"top eigenvalue {eig['eigenvalue']:.2f}, input R_s {r_in:.2e}", flush=True)
+    record.update({"profile": profile_name, "seed": seed, "commit": experiments.git_commit(),
+                   "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   "command": f"python -m minbert_lib.landscape --profile {profile_name}"})
+    return record
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+
+    from . import experiments
+
+    p = argparse.ArgumentParser(prog="python -m minbert_lib.landscape",
+                                description="Sharpness of the recorded plain and SMART fine-tuning checkpoints")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    record = compare_rows(args.profile)
+    out = experiments.results_dir() / args.profile / "landscape" / "finetune-default_vs_finetune-smart.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
+    print("wrote", out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
