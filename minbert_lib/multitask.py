@@ -711,8 +711,12 @@ def main(argv=None) -> int:
     model = build_model(spec, profile, scale)
     load_trainable_state(model, torch.load(ckpt, map_location="cpu"))
     out = Path(args.out) if args.out else (X.repo_root() or Path.cwd()) / "predictions"
-    written = write_predictions(model, Tokenizer.from_pretrained(profile.model), out, scale.max_length)
-    info = {"table": args.table, "row": row, "profile": profile.name, "seed": args.seed, "checkpoint": str(ckpt.relative_to(X.repo_root() or Path.cwd())),
+    from .train import autocast, resolve_precision
+
+    precision = resolve_precision(spec.options.get("precision", "fp32"), "cpu")  # as the row was evaluated
+    with autocast("cpu", precision):
+        written = write_predictions(model, Tokenizer.from_pretrained(profile.model), out, scale.max_length)
+    info = {"table": args.table, "row": row, "profile": profile.name, "seed": args.seed, "precision": precision, "checkpoint": str(ckpt.relative_to(X.repo_root() or Path.cwd())),
             "dev_metrics_recorded": records[row]["metrics"], "files": written, "commit": X.git_commit()}
     (out / "provenance.json").write_text(json.dumps(info, indent=1) + "\n")
     absent = [f"{k} ({v.split(';')[0]})" for k, v in written.items() if not isinstance(v, int)]
