@@ -40,6 +40,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import __version__
+
 StepFn = Callable[[], object]
 
 
@@ -246,6 +248,18 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _git_commit() -> str | None:
+    """The commit of the library's checkout, if it is one (provenance for --json)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
+                             capture_output=True, text=True, timeout=10)
+        return (out.stdout.strip() or None) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def run(args: argparse.Namespace) -> dict:
     """Build the chosen comparison, time it, print a report; returns the figures."""
     torch.set_num_threads(args.threads)
@@ -271,6 +285,7 @@ def run(args: argparse.Namespace) -> dict:
         "cpu_ratio": cpu_ratio,
         "info": comp.info,
         "torch_version": torch.__version__,
+        "library": {"version": __version__, "commit": _git_commit()},
         "machine": platform.platform(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "raw_seconds": times,
