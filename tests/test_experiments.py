@@ -83,8 +83,13 @@ def test_unknown_rows_and_schedules_fail_clearly(fake_table, tmp_path):
         ex.run_row(spec, get_profile("quick"), results_root=tmp_path)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "results").glob("*/*/*.json")), ids=lambda p: str(p.relative_to(ROOT)))
+ex._load_extensions()  # modules that register more tables (multitask: table2)
+ROW_FILES = sorted(p for p in (ROOT / "results").glob("*/*/*.json") if p.parent.name in ex.TABLES)
+
+
+@pytest.mark.parametrize("path", ROW_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_recorded_results_follow_the_schema(path):
+    """Every row file of a registered table (results/<profile>/<table>/<row>.json)."""
     record = json.loads(path.read_text())
     assert ex.validate_record(record) == []
     assert record["profile"] == path.parts[-3] and record["table"] == path.parts[-2] and record["row"] == path.stem
