@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import re
 import shutil
@@ -111,8 +112,6 @@ def test_book_builds_and_lists_every_page(html_dir):
 
 def test_chapters_are_committed_with_outputs():
     """The book renders the committed outputs (execute_notebooks: off): a chapter must have them."""
-    import json
-
     for page in PAGES:
         if not page.startswith("notebooks/"):
             continue
