@@ -79,8 +79,8 @@ PROFILES = {
         # on 7,544, so progress followed lr x updates); fine-tuning lr 5e-5 (a usual rate for
         # small BERTs; MiniLM is 5x smaller than BERT-base; the poster's 1e-5 was not tried here);
         # bf16 autocast on CPUs with AMX/AVX512-BF16 (about 1.7x faster per step there, measured
-        # interleaved); one seed. About an hour for Table 1's six rows on 2 cores shared with
-        # other jobs.
+        # interleaved). Table 1's rows ask for three seeds (experiments.TABLE1_SEEDS). Six rows x
+        # three seeds took about 1.5 hours of wall time on 2 cores shared with other jobs.
         max_length=128,
         epochs=3,
         epochs_frozen=3,
