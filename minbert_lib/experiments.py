@@ -230,7 +230,7 @@ def run_single_task(spec: RowSpec, profile: Profile, seed: int, device, run_dir:
     from .heads import NUM_CLASSES, MultitaskBert
     from .model import BertModel
     from .tokenizer import Tokenizer
-    from .train import fit, seed_everything
+    from .train import fit, fit_summary, seed_everything
 
     if len(spec.tasks) != 1:
         raise ValueError(f"schedule 'single' trains one task per row; {spec.name} lists {spec.tasks}")
@@ -247,12 +247,7 @@ def run_single_task(spec: RowSpec, profile: Profile, seed: int, device, run_dir:
     result = fit(model, task, train, dev, epochs=epochs, lr=lr, batch_size=profile.batch_size, seed=seed,
                  run_dir=run_dir, device=device, progress=progress, precision=profile.precision, head_lr=head_lr)
     out = {
-        "metrics": result.best_metrics,
-        "history": result.history,
-        "seconds_per_epoch": result.seconds_per_epoch,
-        "tokens_per_second": result.tokens_per_second,
-        "best_epoch": result.best_epoch,
-        "data": sizes,
+        **fit_summary(result, sizes),
         "hyperparameters": {"lr": lr, "epochs": epochs, "batch_size": profile.batch_size,
                             "head_lr": head_lr if head_lr is not None else lr,
                             "max_length": profile.max_length_for(task), "hidden_dropout": profile.hidden_dropout,

@@ -554,7 +554,7 @@ def run_multitask_row(spec, profile, seed: int, device, run_dir, progress: bool 
     from .distributed import init_from_env
     from .smart import SmartConfig
     from .tokenizer import Tokenizer
-    from .train import resolve_precision, seed_everything
+    from .train import fit_summary, resolve_precision, seed_everything
 
     scale = scale_for(profile)
     overrides = spec.options.get("scale", {}).get(profile.name)
@@ -579,12 +579,7 @@ def run_multitask_row(spec, profile, seed: int, device, run_dir, progress: bool 
                              progress=progress, smart=smart, eval_batch_size=scale.eval_batch_size,
                              dist_info=info, precision=spec.options.get("precision", "fp32"))
     return {
-        "metrics": result.best_metrics,
-        "history": result.history,
-        "seconds_per_epoch": result.seconds_per_epoch,
-        "tokens_per_second": result.tokens_per_second,
-        "best_epoch": result.best_epoch,
-        "data": sizes,
+        **fit_summary(result, sizes),
         "hyperparameters": {
             "schedule": name, "tasks_trained": list(spec.tasks), "tasks_evaluated": list(EVAL_TASKS),
             "steps_per_epoch": result.steps_per_epoch, "batch_size": batch_size, "epochs": epochs,

@@ -333,6 +333,18 @@ class FitResult:
         return asdict(self)
 
 
+def fit_summary(result, sizes: dict) -> dict:
+    """The fields every results row takes from a finished run (single-task or multitask)."""
+    return {
+        "metrics": result.best_metrics,
+        "history": result.history,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "tokens_per_second": result.tokens_per_second,
+        "best_epoch": result.best_epoch,
+        "data": sizes,
+    }
+
+
 def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr: float,
         batch_size: int = 32, eval_batch_size: int | None = None, seed: int = 0,
         weight_decay: float = 0.0, run_dir: str | Path | None = None, device=None,
