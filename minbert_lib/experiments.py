@@ -493,6 +493,8 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
     problems = validate_record(record)
     if problems:
         raise ValueError(f"record for {spec.name} fails the schema: {problems}")
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every rank trained; one writes the file
+        return record
     write_json_atomic(path, record)
     print(f"{spec.table}/{spec.name}: wrote {path}", flush=True)
     return record

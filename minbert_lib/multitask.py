@@ -362,14 +362,11 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
     `dist_info` (distributed.DistInfo): each rank takes its share of every batch through DDP.
     `precision`: "fp32", "bf16" or "auto" (bf16 autocast where the hardware has it; train.autocast).
     """
-    import json
-    import os
-    from pathlib import Path
-
     import torch
     from tqdm.auto import tqdm
 
     from . import train as T
+    from .rundir import RunDir
     from .distributed import DDPMultitask, DistInfo, shard
     from .optim import AdamW
 
@@ -384,16 +381,11 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
     fingerprint = {"schedule": schedule_name, "lr": lr, "batch_size": batch_size, "seed": seed, "epochs": epochs,
                    "sizes": sizes, "dev": {t: len(dev.get(t, [])) for t in eval_tasks}, "smart": bool(smart),
                    "head_lr": head_lr, **({"precision": precision} if precision != "fp32" else {})}
-    run_dir = Path(run_dir) if run_dir is not None else None
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        done = run_dir / "done.json"
-        if done.is_file():
-            record = json.loads(done.read_text())
-            if record.pop("fingerprint", None) != fingerprint:
-                raise ValueError(f"{run_dir} holds a finished run with other settings; delete it")
-            T.load_trainable_state(model, torch.load(run_dir / "best.pt", map_location=device))
-            return MultitaskResult(**record)
+    run = RunDir(run_dir, fingerprint, device) if run_dir is not None else None
+    record = run.finished() if run is not None else None
+    if record is not None:
+        T.load_trainable_state(model, run.best())
+        return MultitaskResult(**record)
 
     net = DDPMultitask(model) if info.enabled else model
     bert_params = [p for p in model.bert.parameters() if p.requires_grad]
@@ -406,11 +398,8 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
     teacher = smart.make_teacher(model) if smart is not None else None
     history, start, resumed, partial = [], 1, None, None
     best_value, best_epoch, best_metrics, best_state = -float("inf"), 0, {}, None
-    last = run_dir / "last.pt" if run_dir is not None else None
-    if last is not None and last.is_file():
-        ckpt = torch.load(last, map_location=device, weights_only=False)
-        if ckpt["fingerprint"] != fingerprint:
-            raise ValueError(f"{last} was written with other settings; delete {run_dir} to start again")
+    ckpt = run.last() if run is not None else None
+    if ckpt is not None:
         T.load_trainable_state(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if teacher is not None:
@@ -426,12 +415,12 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
         T.seed_everything(seed)
 
     def save_last(epoch_done, in_epoch=None):
-        if last is not None and info.is_main:
-            T._atomic_save({"epoch": epoch_done, "in_epoch": in_epoch, "model": T.trainable_state(model),
-                            "optimizer": optimizer.state_dict(),
-                            "teacher": teacher.state_dict() if teacher is not None else None,
-                            "rng": T.rng_state(), "history": history, "best_value": best_value,
-                            "best_epoch": best_epoch, "best_metrics": best_metrics, "fingerprint": fingerprint}, last)
+        if run is not None and info.is_main:
+            run.save_last({"epoch": epoch_done, "in_epoch": in_epoch, "model": T.trainable_state(model),
+                           "optimizer": optimizer.state_dict(),
+                           "teacher": teacher.state_dict() if teacher is not None else None,
+                           "rng": T.rng_state(), "history": history, "best_value": best_value,
+                           "best_epoch": best_epoch, "best_metrics": best_metrics})
 
     step_no = sum(h["steps"] for h in history)
     for epoch in range(start, epochs + 1):
@@ -473,9 +462,9 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
         value = _select(metrics, select_tasks)
         if value > best_value:
             best_value, best_epoch, best_metrics = value, epoch, dict(metrics)
-            if run_dir is not None and info.is_main:
-                T._atomic_save(T.trainable_state(model), run_dir / "best.pt")
-            best_state = T.trainable_state(model) if run_dir is None else None
+            if run is not None and info.is_main:
+                run.save_best(T.trainable_state(model))
+            best_state = T.trainable_state(model) if run is None else None
         if verbose and info.is_main:
             print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
                   + f" | {train_seconds:.1f} s training")
@@ -494,15 +483,12 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
 
         tdist.barrier()  # rank 0 has written best.pt
     if best_epoch:
-        state = torch.load(run_dir / "best.pt", map_location=device) if run_dir is not None else best_state
-        T.load_trainable_state(model, state)
-    if run_dir is not None and info.is_main:
+        T.load_trainable_state(model, run.best() if run is not None else best_state)
+    if run is not None and info.is_main:
         from dataclasses import asdict
 
-        tmp = run_dir / "done.json.tmp"
-        tmp.write_text(json.dumps({**asdict(result), "fingerprint": fingerprint}))
-        os.replace(tmp, run_dir / "done.json")
-        last.unlink(missing_ok=True)
+        # last.pt goes: the epochs are part of the fingerprint (the annealed schedule depends on them)
+        run.finish(asdict(result), keep_last=False)
     return result
 
 

@@ -22,9 +22,7 @@ SMART (Chapters 6-7) call `training_step` and `evaluate`.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .heads import PAIR_TASKS, TASK_KIND, TASK_METRIC
+from .rundir import RunDir
 
 # --------------------------------------------------------------------------------------
 # Batching
@@ -303,12 +302,6 @@ def parameter_groups(model, lr: float, head_lr: float | None = None) -> list[dic
     return [g for g in ({"params": body, "lr": lr}, {"params": heads, "lr": head_lr}) if g["params"]]
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------
@@ -375,37 +368,26 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
                    "n_train": len(train), "n_dev": len(dev), "precision": precision}
     if head_lr is not None:
         fingerprint["head_lr"] = head_lr
-    run_dir = Path(run_dir) if run_dir is not None else None
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        done = run_dir / "done.json"
-        if done.is_file():
-            record = json.loads(done.read_text())
-            if record.get("fingerprint") != fingerprint:
-                raise ValueError(f"{run_dir} holds a finished run with other settings "
-                                 f"({record.get('fingerprint')}); delete it or use another run_dir")
-            finished = len(record["history"])
-            if finished > epochs:
-                raise ValueError(f"{run_dir} holds a run of {finished} epochs; asked for {epochs}")
-            if finished == epochs or not (run_dir / "last.pt").is_file():
-                if finished < epochs:
-                    raise ValueError(f"{run_dir} finished {finished} epochs and has no last.pt to continue from")
-                if restore_best and (run_dir / "best.pt").is_file():
-                    load_trainable_state(model, torch.load(run_dir / "best.pt", map_location=device))
-                record.pop("fingerprint")
-                return FitResult(**record)
-            # more epochs than the finished run: continue from its last epoch (nothing in an
-            # epoch depends on the total number of epochs, so this equals a longer run)
+    run = RunDir(run_dir, fingerprint, device) if run_dir is not None else None
+    record = run.finished() if run is not None else None
+    if record is not None:
+        finished = len(record["history"])
+        if finished > epochs:
+            raise ValueError(f"{run_dir} holds a run of {finished} epochs; asked for {epochs}")
+        if finished == epochs or not run.last_path.is_file():
+            if finished < epochs:
+                raise ValueError(f"{run_dir} finished {finished} epochs and has no last.pt to continue from")
+            if restore_best and run.best_path.is_file():
+                load_trainable_state(model, run.best())
+            return FitResult(**record)
+        # more epochs than the finished run: continue from its last epoch (nothing in an
+        # epoch depends on the total number of epochs, so this equals a longer run)
 
     optimizer = AdamW(parameter_groups(model, lr, head_lr), lr=lr, weight_decay=weight_decay)
     history, step_losses, start_epoch, resumed = [], [], 1, None
     best_value, best_epoch, best_metrics, best_predictions = -math.inf, 0, {}, None
-    last = run_dir / "last.pt" if run_dir is not None else None
-    if last is not None and last.is_file():
-        ckpt = torch.load(last, map_location=device, weights_only=False)
-        if ckpt["fingerprint"] != fingerprint:
-            raise ValueError(f"{last} was written with other settings ({ckpt['fingerprint']}, now "
-                             f"{fingerprint}); delete {run_dir} to start again")
+    ckpt = run.last() if run is not None else None
+    if ckpt is not None:
         load_trainable_state(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if teacher is not None and ckpt.get("teacher") is not None:
@@ -416,7 +398,7 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
         start_epoch = resumed = ckpt["epoch"] + 1
         set_rng_state(ckpt["rng"])
         if verbose:
-            print(f"resuming {task} from {last} after epoch {ckpt['epoch']}")
+            print(f"resuming {task} from {run.last_path} after epoch {ckpt['epoch']}")
     else:
         seed_everything(seed)
 
@@ -451,20 +433,19 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
         if metrics[metric] > best_value:
             best_value, best_epoch, best_metrics = metrics[metric], epoch, dict(metrics)
             best_predictions = predictions
-            if run_dir is not None:
-                _atomic_save(trainable_state(model), run_dir / "best.pt")
+            if run is not None:
+                run.save_best(trainable_state(model))
             elif restore_best:
                 best_state = trainable_state(model)
         if verbose:
             print(f"{task} epoch {epoch}: train loss {record['train_loss']:.3f}, dev {metric} "
                   f"{metrics[metric]:.3f}, {train_seconds:.1f} s")
-        if last is not None:
-            _atomic_save({"epoch": epoch, "model": trainable_state(model), "optimizer": optimizer.state_dict(),
-                          "rng": rng_state(), "history": history, "step_losses": step_losses,
-                          "best_value": best_value, "best_epoch": best_epoch, "best_metrics": best_metrics,
-                          "best_predictions": best_predictions,
-                          "teacher": teacher.state_dict() if teacher is not None else None,
-                          "fingerprint": fingerprint}, last)
+        if run is not None:
+            run.save_last({"epoch": epoch, "model": trainable_state(model), "optimizer": optimizer.state_dict(),
+                           "rng": rng_state(), "history": history, "step_losses": step_losses,
+                           "best_value": best_value, "best_epoch": best_epoch, "best_metrics": best_metrics,
+                           "best_predictions": best_predictions,
+                           "teacher": teacher.state_dict() if teacher is not None else None})
         if on_epoch_end is not None:
             on_epoch_end(record)
 
@@ -476,12 +457,7 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
                        resumed_from_epoch=resumed,
                        extra={"best_dev_predictions": best_predictions, "precision": precision})
     if restore_best and best_epoch:
-        if run_dir is not None:
-            load_trainable_state(model, torch.load(run_dir / "best.pt", map_location=device))
-        else:
-            load_trainable_state(model, best_state)
-    if run_dir is not None:
-        tmp = run_dir / "done.json.tmp"
-        tmp.write_text(json.dumps({**result.to_dict(), "fingerprint": fingerprint}))
-        os.replace(tmp, run_dir / "done.json")
+        load_trainable_state(model, run.best() if run is not None else best_state)
+    if run is not None:
+        run.finish(result.to_dict())  # last.pt stays: a later call with more epochs continues it
     return result

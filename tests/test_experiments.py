@@ -100,3 +100,22 @@ def test_cli_show_and_list(tmp_path, monkeypatch, capsys):
     assert ex.main(["show", "table1", "--profile", "cpu"]) == 1
     assert ex.main(["list"]) == 0
     assert "sst-finetune" in capsys.readouterr().out
+
+
+def test_only_rank_zero_writes_the_results_file(fake_table, tmp_path, monkeypatch):
+    kw = dict(rows=["row-b"], results_root=tmp_path, checkpoints_root=tmp_path / "ckpt", device="cpu", progress=False)
+    monkeypatch.setenv("RANK", "1")  # what torchrun sets for the second process
+    records = ex.run_table("tabletest", get_profile("quick"), **kw)
+    assert "row-b" in records and not (tmp_path / "quick" / "tabletest" / "row-b.json").exists()
+    monkeypatch.setenv("RANK", "0")
+    ex.run_table("tabletest", get_profile("quick"), **kw)
+    assert (tmp_path / "quick" / "tabletest" / "row-b.json").is_file()
+
+
+def test_table2_smart_rows_pin_the_posters_variant():
+    from minbert_lib.smart import SmartConfig
+
+    assert SmartConfig().dropout_in_adversary == "same"  # the library's default: no eval-mode recompute
+    for name, spec in ex.TABLES["table2"].items():
+        if spec.smart:
+            assert spec.options["smart"] == {"dropout_in_adversary": False}, name

@@ -1,0 +1,80 @@
+"""A training run's folder: what lets an interrupted run resume and a finished one be reused.
+
+Both training loops (`train.fit`, one task; `multitask.train_multitask`) keep three files in
+their `run_dir`:
+
+- `last.pt`: everything needed to continue (trainable weights, optimizer, RNG states,
+  history), rewritten after every epoch (and, in the multitask loop, every few minutes);
+- `best.pt`: the trainable weights of the best dev epoch so far;
+- `done.json`: the finished run's result.
+
+Every file carries the run's *fingerprint* (task or schedule, learning rate, batch size, seed,
+data sizes, ...). A folder written with other settings is refused with a message saying so,
+rather than silently continued. Files are written to a temporary name and renamed, so an
+interruption while saving leaves the previous file intact. Chapter 5 interrupts a run and
+resumes it (through `train.fit`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to `path` through a temporary file (never a half-written checkpoint)."""
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class RunDir:
+    def __init__(self, path, fingerprint: dict, device=None):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.fingerprint = fingerprint
+        self.device = device
+        self.last_path = self.path / "last.pt"
+        self.best_path = self.path / "best.pt"
+        self.done_path = self.path / "done.json"
+
+    def finished(self) -> dict | None:
+        """The finished run's record (without its fingerprint), or None if it has not finished."""
+        if not self.done_path.is_file():
+            return None
+        record = json.loads(self.done_path.read_text())
+        found = record.pop("fingerprint", None)
+        if found != self.fingerprint:
+            raise ValueError(f"{self.path} holds a finished run with other settings ({found}, now "
+                             f"{self.fingerprint}); delete it or use another run_dir")
+        return record
+
+    def last(self) -> dict | None:
+        """The state saved by `save_last`, or None when there is nothing to resume."""
+        if not self.last_path.is_file():
+            return None
+        ckpt = torch.load(self.last_path, map_location=self.device, weights_only=False)
+        if ckpt.get("fingerprint") != self.fingerprint:
+            raise ValueError(f"{self.last_path} was written with other settings ({ckpt.get('fingerprint')}, now "
+                             f"{self.fingerprint}); delete {self.path} to start again")
+        return ckpt
+
+    def save_last(self, state: dict) -> None:
+        atomic_save({**state, "fingerprint": self.fingerprint}, self.last_path)
+
+    def save_best(self, weights: dict) -> None:
+        atomic_save(weights, self.best_path)
+
+    def best(self) -> dict | None:
+        """The best epoch's trainable weights, or None if none was saved."""
+        return torch.load(self.best_path, map_location=self.device) if self.best_path.is_file() else None
+
+    def finish(self, record: dict, keep_last: bool = True) -> None:
+        """Write done.json; `keep_last=False` deletes last.pt (the run cannot be extended then)."""
+        tmp = self.done_path.with_name("done.json.tmp")
+        tmp.write_text(json.dumps({**record, "fingerprint": self.fingerprint}))
+        os.replace(tmp, self.done_path)
+        if not keep_last:
+            self.last_path.unlink(missing_ok=True)
