@@ -5,4 +5,4 @@ data, and the fine-tuning machinery the chapters build: single-task training, SM
 (adversarial regularizer, Bregman proximal point), multitask schedules and the relational
 layer. Each module names the chapter that introduces it.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
