@@ -73,7 +73,7 @@ PROFILES = {
         name="cpu",
         description="both tables on a laptop CPU with the offline MiniLM checkpoint, a few hours on 2 cores",
         # Table 1 at this profile: full SST and CFIMDB train and dev sets, CFIMDB reviews truncated
-        # to 128 tokens (their mean is about 123); 3 epochs for every row at batch 16 (twice the
+        # to 128 tokens (their mean is about 123); batch 16 for every row (twice the
         # updates of batch 32 for the same compute: on pilots validated on a slice held out from
         # the training file, one epoch at lr 1e-4 on 4,000 sentences did as well as one at 5e-5
         # on 7,544, so progress followed lr x updates); fine-tuning lr 5e-5 (a usual rate for
