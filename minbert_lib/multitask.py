@@ -49,6 +49,7 @@ import numpy as np
 
 TASK_ORDER = ("sst", "quora", "sts")
 SCHEDULES = ("single", "rrobin", "rrobin-pre", "rrobin-full", "proportional", "sqrt", "annealed")
+EPOCH_DEPENDENT = ("annealed",)  # schedules whose epochs depend on the total number of epochs
 
 
 @dataclass(frozen=True)
@@ -358,7 +359,8 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
     `run_dir`, `last.pt` after each epoch makes an interrupted run resume where it stopped
     and reach the same result, also from the middle of an epoch (`checkpoint_every` seconds of
     training, before a step; `on_step(epoch, k)` is called before step k, e.g. to interrupt);
-    a finished run leaves done.json and returns it again.
+    a finished run leaves done.json and returns it again, or, asked for more epochs, continues
+    from its last.pt (kept unless the schedule depends on the total, EPOCH_DEPENDENT).
     `dist_info` (distributed.DistInfo): each rank takes its share of every batch through DDP.
     `precision`: "fp32", "bf16" or "auto" (bf16 autocast where the hardware has it; train.autocast).
     """
@@ -381,11 +383,22 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
     fingerprint = {"schedule": schedule_name, "lr": lr, "batch_size": batch_size, "seed": seed, "epochs": epochs,
                    "sizes": sizes, "dev": {t: len(dev.get(t, [])) for t in eval_tasks}, "smart": bool(smart),
                    "head_lr": head_lr, **({"precision": precision} if precision != "fp32" else {})}
-    run = RunDir(run_dir, fingerprint, device) if run_dir is not None else None
+    # Only the annealed schedule depends on the total number of epochs; for the others a
+    # finished run keeps last.pt and continues when asked for more epochs (as train.fit does).
+    extendable = schedule_name not in EPOCH_DEPENDENT
+    run = (RunDir(run_dir, fingerprint, device, may_differ=("epochs",) if extendable else ())
+           if run_dir is not None else None)
     record = run.finished() if run is not None else None
     if record is not None:
-        T.load_trainable_state(model, run.best())
-        return MultitaskResult(**record)
+        finished = len(record["history"])
+        if finished > epochs:
+            raise ValueError(f"{run_dir} holds a run of {finished} epochs; asked for {epochs}")
+        if finished == epochs or not run.last_path.is_file():
+            if finished < epochs:
+                raise ValueError(f"{run_dir} finished {finished} epochs and has no last.pt to continue from; "
+                                 "delete it to train again")
+            T.load_trainable_state(model, run.best())
+            return MultitaskResult(**record)
 
     net = DDPMultitask(model) if info.enabled else model
     bert_params = [p for p in model.bert.parameters() if p.requires_grad]
@@ -487,8 +500,7 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
     if run is not None and info.is_main:
         from dataclasses import asdict
 
-        # last.pt goes: the epochs are part of the fingerprint (the annealed schedule depends on them)
-        run.finish(asdict(result), keep_last=False)
+        run.finish(asdict(result), keep_last=extendable)  # last.pt stays where more epochs can follow
     return result
 
 

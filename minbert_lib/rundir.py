@@ -31,14 +31,25 @@ def atomic_save(obj, path: Path) -> None:
 
 
 class RunDir:
-    def __init__(self, path, fingerprint: dict, device=None):
+    """`may_differ`: fingerprint keys a saved run may differ in and still be continued (e.g.
+    "epochs" where nothing in an epoch depends on the total: a finished run then continues to
+    more epochs instead of training again)."""
+
+    def __init__(self, path, fingerprint: dict, device=None, may_differ: tuple = ()):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.fingerprint = fingerprint
         self.device = device
+        self.may_differ = tuple(may_differ)
         self.last_path = self.path / "last.pt"
         self.best_path = self.path / "best.pt"
         self.done_path = self.path / "done.json"
+
+    def _matches(self, found) -> bool:
+        def strip(fp):
+            return {k: v for k, v in fp.items() if k not in self.may_differ} if isinstance(fp, dict) else fp
+
+        return strip(found) == strip(self.fingerprint)
 
     def finished(self) -> dict | None:
         """The finished run's record (without its fingerprint), or None if it has not finished."""
@@ -46,7 +57,7 @@ class RunDir:
             return None
         record = json.loads(self.done_path.read_text())
         found = record.pop("fingerprint", None)
-        if found != self.fingerprint:
+        if not self._matches(found):
             raise ValueError(f"{self.path} holds a finished run with other settings ({found}, now "
                              f"{self.fingerprint}); delete it or use another run_dir")
         return record
@@ -56,7 +67,7 @@ class RunDir:
         if not self.last_path.is_file():
             return None
         ckpt = torch.load(self.last_path, map_location=self.device, weights_only=False)
-        if ckpt.get("fingerprint") != self.fingerprint:
+        if not self._matches(ckpt.get("fingerprint")):
             raise ValueError(f"{self.last_path} was written with other settings ({ckpt.get('fingerprint')}, now "
                              f"{self.fingerprint}); delete {self.path} to start again")
         return ckpt

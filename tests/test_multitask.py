@@ -284,3 +284,27 @@ def test_write_predictions_in_the_course_format(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "para-dev-output.csv").read_text().startswith("id \t Predicted_Is_Paraphrase \n")
     sts = mt.read_submission(tmp_path / "out" / "sts-dev-output.csv")
     assert set(sts) == {"p1", "p2"} and all(-5 <= v <= 5 for v in sts.values())
+
+
+def test_a_finished_multitask_run_continues_to_more_epochs(tmp_path):
+    """Asked for more epochs, a finished run continues from last.pt and equals a longer run;
+    the annealed schedule, which depends on the total, refuses instead."""
+    train, dev = _encoded(), _encoded(8, seed=1)
+    kw = dict(schedule_name="rrobin-full", lr=1e-3, batch_size=8, seed=0, progress=False)
+    longer = _tiny(relational=True)
+    r_long = mt.train_multitask(longer, train, dev, epochs=2, run_dir=tmp_path / "long", **kw)
+    mt.train_multitask(_tiny(relational=True), train, dev, epochs=1, run_dir=tmp_path / "short", **kw)
+    extended = _tiny(relational=True)
+    r_ext = mt.train_multitask(extended, train, dev, epochs=2, run_dir=tmp_path / "short", **kw)
+    assert r_ext.resumed_from_epoch == 2 and len(r_ext.history) == 2
+    assert r_ext.best_metrics == r_long.best_metrics
+    for (k, a), b in zip(longer.state_dict().items(), extended.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+    with pytest.raises(ValueError, match="2 epochs; asked for 1"):
+        mt.train_multitask(_tiny(relational=True), train, dev, epochs=1, run_dir=tmp_path / "short", **kw)
+
+    kw["schedule_name"] = "annealed"
+    mt.train_multitask(_tiny(relational=True), train, dev, epochs=1, run_dir=tmp_path / "ann", **kw)
+    assert not (tmp_path / "ann" / "last.pt").exists()
+    with pytest.raises(ValueError, match="other settings"):
+        mt.train_multitask(_tiny(relational=True), train, dev, epochs=2, run_dir=tmp_path / "ann", **kw)

@@ -27,3 +27,12 @@ def test_finish_without_last_removes_it(tmp_path):
     run.save_last({"epoch": 2})
     run.finish({"best_epoch": 2}, keep_last=False)
     assert run.finished() == {"best_epoch": 2} and run.last() is None
+
+
+def test_keys_that_may_differ(tmp_path):
+    RunDir(tmp_path, {"epochs": 1, "lr": 1e-3}).finish({"best_epoch": 1})
+    assert RunDir(tmp_path, {"epochs": 3, "lr": 1e-3}, may_differ=("epochs",)).finished() == {"best_epoch": 1}
+    with pytest.raises(ValueError, match="other settings"):
+        RunDir(tmp_path, {"epochs": 3, "lr": 1e-3}).finished()
+    with pytest.raises(ValueError, match="other settings"):
+        RunDir(tmp_path, {"epochs": 3, "lr": 1e-4}, may_differ=("epochs",)).finished()
