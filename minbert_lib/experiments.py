@@ -483,6 +483,7 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
     if fresh and row_ckpt.exists():
         shutil.rmtree(row_ckpt)
     started = time.time()
+    commit = git_commit()  # the code that trains the row (HEAD may move while it runs)
     runs = []
     for seed in seeds:
         print(f"{spec.table}/{spec.name}: seed {seed} ({profile.name} profile, {device})", flush=True)
@@ -492,7 +493,7 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
         print(f"{spec.table}/{spec.name}: seed {seed}: {m}, {out['seconds_per_epoch']:.1f} s/epoch", flush=True)
     record = aggregate(spec, profile, runs, seeds)
     record.update({
-        "commit": git_commit(), "device": device_description(device),
+        "commit": commit, "device": device_description(device),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__, "python": platform.python_version(),
         "command": "python -m minbert_lib.experiments " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(
