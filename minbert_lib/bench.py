@@ -248,20 +248,10 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _git_commit() -> str | None:
-    """The commit of the library's checkout, if it is one (provenance for --json)."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
-                             capture_output=True, text=True, timeout=10)
-        return (out.stdout.strip() or None) if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def run(args: argparse.Namespace) -> dict:
     """Build the chosen comparison, time it, print a report; returns the figures."""
+    from .experiments import git_commit
+
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     build, _ = COMPARISONS[args.compare]
@@ -285,7 +275,7 @@ def run(args: argparse.Namespace) -> dict:
         "cpu_ratio": cpu_ratio,
         "info": comp.info,
         "torch_version": torch.__version__,
-        "library": {"version": __version__, "commit": _git_commit()},
+        "library": {"version": __version__, "commit": git_commit()},
         "machine": platform.platform(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "raw_seconds": times,

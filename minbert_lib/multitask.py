@@ -388,26 +388,13 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
     extendable = schedule_name not in EPOCH_DEPENDENT
     run = (RunDir(run_dir, fingerprint, device, may_differ=("epochs",) if extendable else ())
            if run_dir is not None else None)
-    record = run.finished() if run is not None else None
+    record = run.finished_run(epochs) if run is not None else None
     if record is not None:
-        finished = len(record["history"])
-        if finished > epochs:
-            raise ValueError(f"{run_dir} holds a run of {finished} epochs; asked for {epochs}")
-        if finished == epochs or not run.last_path.is_file():
-            if finished < epochs:
-                raise ValueError(f"{run_dir} finished {finished} epochs and has no last.pt to continue from; "
-                                 "delete it to train again")
-            T.load_trainable_state(model, run.best())
-            return MultitaskResult(**record)
+        T.load_trainable_state(model, run.best())
+        return MultitaskResult(**record)
 
     net = DDPMultitask(model) if info.enabled else model
-    bert_params = [p for p in model.bert.parameters() if p.requires_grad]
-    bert_ids = {id(p) for p in model.bert.parameters()}
-    head_params = [p for p in model.parameters() if p.requires_grad and id(p) not in bert_ids]
-    groups = [{"params": head_params, "lr": head_lr or lr}]
-    if bert_params:
-        groups.insert(0, {"params": bert_params, "lr": lr})
-    optimizer = AdamW(groups, lr=lr)
+    optimizer = AdamW(T.parameter_groups(model, lr, head_lr), lr=lr)
     teacher = smart.make_teacher(model) if smart is not None else None
     history, start, resumed, partial = [], 1, None, None
     best_value, best_epoch, best_metrics, best_state = -float("inf"), 0, {}, None

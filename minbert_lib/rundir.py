@@ -62,6 +62,22 @@ class RunDir:
                              f"{self.fingerprint}); delete it or use another run_dir")
         return record
 
+    def finished_run(self, epochs: int) -> dict | None:
+        """The finished run's record if it ran `epochs` epochs. None when there is nothing to
+        return: no finished run, or one of fewer epochs whose last.pt it continues from."""
+        record = self.finished()
+        if record is None:
+            return None
+        done = len(record["history"])
+        if done > epochs:
+            raise ValueError(f"{self.path} holds a run of {done} epochs; asked for {epochs}")
+        if done < epochs:
+            if self.last_path.is_file():
+                return None  # continue from its last epoch
+            raise ValueError(f"{self.path} finished {done} epochs and has no last.pt to continue from; "
+                             "delete it to train again")
+        return record
+
     def last(self) -> dict | None:
         """The state saved by `save_last`, or None when there is nothing to resume."""
         if not self.last_path.is_file():

@@ -156,25 +156,22 @@ def training_step(model, task: str, batch: dict, optimizer, smart=None, teacher=
     """One optimizer step on one batch. Returns floats: "loss" (what was minimised) and
     "task_loss". `smart` (a SmartConfig) and `teacher` (a MomentumTeacher) add SMART's terms
     (Chapters 6-7). A NaN or infinite loss raises NonFiniteLossError naming `step`."""
+    if teacher is not None and smart is None:
+        raise ValueError("a momentum teacher needs a SmartConfig (smart=...) for its weight mu")
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    embeddings, masks = model.embed(task, batch)
-    rng = None
-    if smart is not None and smart.dropout_in_adversary == "same":  # SMART replays the clean pass's dropout masks
-        from .smart import capture_rng
+    if smart is not None:  # SMART (Chapters 6-7): the clean pass, then λ_s·R_s + μ·D_Breg
+        from .smart import smart_forward
 
-        rng = capture_rng(embeddings[0].device)
-    output = model.forward_from_embeddings(task, embeddings, masks)
+        output, terms = smart_forward(model, task, batch, TASK_KIND[task], smart, teacher)
+    else:
+        embeddings, masks = model.embed(task, batch)
+        output, terms = model.forward_from_embeddings(task, embeddings, masks), None
     loss = task_loss(task, output, batch["labels"])
     stats = {"task_loss": float(loss.detach())}
-    if smart is not None:  # SMART (Chapters 6-7): loss += λ_s·R_s + μ·D_Breg
-        from .smart import smart_terms
-
-        terms = smart_terms(model, task, batch, embeddings, masks, output, TASK_KIND[task], smart, teacher, rng)
+    if terms is not None:
         loss = loss + terms["reg"]
         stats.update({k: float(terms[k].detach()) for k in ("adv", "breg") if terms[k] is not None})
-    elif teacher is not None:
-        raise ValueError("a momentum teacher needs a SmartConfig (smart=...) for its weight mu")
     check_finite(loss, step, task)
     loss.backward()
     optimizer.step()
@@ -369,19 +366,13 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
     if head_lr is not None:
         fingerprint["head_lr"] = head_lr
     run = RunDir(run_dir, fingerprint, device) if run_dir is not None else None
-    record = run.finished() if run is not None else None
+    # A finished run of fewer epochs continues from its last epoch (nothing in an epoch depends
+    # on the total number of epochs, so this equals a longer run).
+    record = run.finished_run(epochs) if run is not None else None
     if record is not None:
-        finished = len(record["history"])
-        if finished > epochs:
-            raise ValueError(f"{run_dir} holds a run of {finished} epochs; asked for {epochs}")
-        if finished == epochs or not run.last_path.is_file():
-            if finished < epochs:
-                raise ValueError(f"{run_dir} finished {finished} epochs and has no last.pt to continue from")
-            if restore_best and run.best_path.is_file():
-                load_trainable_state(model, run.best())
-            return FitResult(**record)
-        # more epochs than the finished run: continue from its last epoch (nothing in an
-        # epoch depends on the total number of epochs, so this equals a longer run)
+        if restore_best and run.best_path.is_file():
+            load_trainable_state(model, run.best())
+        return FitResult(**record)
 
     optimizer = AdamW(parameter_groups(model, lr, head_lr), lr=lr, weight_decay=weight_decay)
     history, step_losses, start_epoch, resumed = [], [], 1, None
