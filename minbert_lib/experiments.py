@@ -594,8 +594,17 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    run_table(args.table, profile, rows=args.rows, seeds=args.seeds, force=args.force, fresh=args.fresh, device=args.device,
-              progress=not args.no_progress)
+    from .rundir import RunDirConflict
+    from .train import NonFiniteLossError
+
+    try:
+        run_table(args.table, profile, rows=args.rows, seeds=args.seeds, force=args.force, fresh=args.fresh,
+                  device=args.device, progress=not args.no_progress)
+    except (RunDirConflict, NonFiniteLossError, FileNotFoundError, KeyError) as e:
+        # a checkpoint folder from other settings, a diverged run, missing data, an unknown row:
+        # the message says what to do; finished seeds and checkpoints stay on disk
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
     print(format_table(load_results(profile.name, args.table)))
     return 0
 

@@ -30,6 +30,10 @@ def atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class RunDirConflict(ValueError):
+    """A run folder that cannot serve this run (other settings, or more epochs than asked)."""
+
+
 class RunDir:
     """`may_differ`: fingerprint keys a saved run may differ in and still be continued (e.g.
     "epochs" where nothing in an epoch depends on the total: a finished run then continues to
@@ -58,7 +62,7 @@ class RunDir:
         record = json.loads(self.done_path.read_text())
         found = record.pop("fingerprint", None)
         if not self._matches(found):
-            raise ValueError(f"{self.path} holds a finished run with other settings ({found}, now "
+            raise RunDirConflict(f"{self.path} holds a finished run with other settings ({found}, now "
                              f"{self.fingerprint}); delete it or use another run_dir")
         return record
 
@@ -70,11 +74,11 @@ class RunDir:
             return None
         done = len(record["history"])
         if done > epochs:
-            raise ValueError(f"{self.path} holds a run of {done} epochs; asked for {epochs}")
+            raise RunDirConflict(f"{self.path} holds a run of {done} epochs; asked for {epochs}")
         if done < epochs:
             if self.last_path.is_file():
                 return None  # continue from its last epoch
-            raise ValueError(f"{self.path} finished {done} epochs and has no last.pt to continue from; "
+            raise RunDirConflict(f"{self.path} finished {done} epochs and has no last.pt to continue from; "
                              "delete it to train again")
         return record
 
@@ -84,7 +88,7 @@ class RunDir:
             return None
         ckpt = torch.load(self.last_path, map_location=self.device, weights_only=False)
         if not self._matches(ckpt.get("fingerprint")):
-            raise ValueError(f"{self.last_path} was written with other settings ({ckpt.get('fingerprint')}, now "
+            raise RunDirConflict(f"{self.last_path} was written with other settings ({ckpt.get('fingerprint')}, now "
                              f"{self.fingerprint}); delete {self.path} to start again")
         return ckpt
 

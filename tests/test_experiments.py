@@ -119,3 +119,9 @@ def test_table2_smart_rows_pin_the_posters_variant():
     for name, spec in ex.TABLES["table2"].items():
         if spec.smart:
             assert spec.options["smart"] == {"dropout_in_adversary": False}, name
+
+
+def test_cli_reports_bad_input_in_one_line(capsys):
+    assert ex.main(["run", "table1", "--rows", "no-such-row"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Unknown rows") and "Traceback" not in err
