@@ -365,6 +365,11 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
+def training_seconds(runs: list[dict]) -> float:
+    """Training plus evaluation seconds over every seed and epoch, as the runs recorded them."""
+    return float(sum(h.get("train_seconds", 0.0) + h.get("eval_seconds", 0.0) for r in runs for h in r["history"]))
+
+
 def aggregate(spec: RowSpec, profile: Profile, runs: list[dict], seeds: list[int]) -> dict:
     """Per-seed runner outputs -> the row record (mean over seeds, sample std)."""
     names = sorted({k for r in runs for k in r["metrics"]})
@@ -497,7 +502,10 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
         "torch": torch.__version__, "python": platform.python_version(),
         "command": "python -m minbert_lib.experiments " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(
             ("experiments.py", "__main__.py")) else "minbert_lib.experiments.run_row",
+        # this command's wall-clock time; a seed reused from checkpoints/ (--force with more seeds)
+        # adds nothing to it, so training_seconds sums what every seed's epochs recorded
         "wall_seconds": time.time() - started,
+        "training_seconds": training_seconds(runs),
     })
     problems = validate_record(record)
     if problems:

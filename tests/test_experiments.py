@@ -13,8 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def fake_runner(spec, profile, seed, device, run_dir, progress=True):
     acc = 0.5 + 0.01 * seed
     return {"metrics": {f"{spec.tasks[0]}_acc": acc},
-            "history": [{"epoch": 1, f"{spec.tasks[0]}_acc": acc - 0.1, "train_loss": 1.0},
-                        {"epoch": 2, f"{spec.tasks[0]}_acc": acc, "train_loss": 0.5}],
+            "history": [{"epoch": 1, f"{spec.tasks[0]}_acc": acc - 0.1, "train_loss": 1.0,
+                         "train_seconds": 10.0, "eval_seconds": 1.0},
+                        {"epoch": 2, f"{spec.tasks[0]}_acc": acc, "train_loss": 0.5,
+                         "train_seconds": 12.0, "eval_seconds": 1.0}],
             "seconds_per_epoch": 1.5, "tokens_per_second": 100.0, "data": {"sst_train": 10},
             "hyperparameters": {"lr": 1e-3}}
 
@@ -50,6 +52,7 @@ def test_run_writes_valid_rows_skips_and_forces(fake_table, tmp_path, capsys):
     assert rec["metrics_std"]["sst_acc"] == pytest.approx(0.01)
     assert rec["history"][1]["sst_acc"] == pytest.approx(0.51) and rec["epochs"] == 2
     assert ex.mean_std(rec, "sst_acc") == "0.510 ± 0.010"
+    assert rec["training_seconds"] == pytest.approx(3 * (11.0 + 13.0))  # every seed's epochs, not this call's
     assert "quora_train" in records["row-b"]["data"]  # the fallback is recorded for Quora rows
     assert not list((tmp_path / "quick" / "tabletest").glob(".*tmp"))  # atomic writes leave no temp files
     date = rec["date"]
