@@ -654,6 +654,13 @@ def best_row(records: dict, multitask_only: bool = True) -> str:
     return max(rows, key=lambda r: np.mean([rows[r]["metrics"][k] for k in keys]))
 
 
+def best_seed(record: dict) -> int:
+    """The seed of a row whose run has the highest mean of its dev metrics (chosen on dev, as
+    the row and its epoch are); a row recorded with one seed gives that seed."""
+    runs = record.get("runs") or [{"seed": record["seeds"][0], "metrics": record["metrics"]}]
+    return max(runs, key=lambda run: np.mean(list(run["metrics"].values())))["seed"]
+
+
 def main(argv=None) -> int:
     """`python -m minbert_lib.multitask predict --profile cpu [--row NAME]`: rebuild the best
     Table 2 row from its checkpoint and write the submission files to predictions/."""
@@ -674,13 +681,15 @@ def main(argv=None) -> int:
     pr.add_argument("--profile", default="cpu")
     pr.add_argument("--row", default=None)
     pr.add_argument("--table", default="table2", help="table2, or table2-extra (more data and epochs)")
-    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--seed", type=int, default=None, help="default: the row's best seed on dev")
     pr.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     profile = get_profile(args.profile)
     records = X.load_results(profile.name, args.table)
     row = args.row or best_row(records)
     spec = X.TABLES[args.table][row]
+    if args.seed is None:
+        args.seed = best_seed(records[row])
     scale = scale_for(profile)
     overrides = spec.options.get("scale", {}).get(profile.name)
     if overrides:

@@ -308,3 +308,16 @@ def test_a_finished_multitask_run_continues_to_more_epochs(tmp_path):
     assert not (tmp_path / "ann" / "last.pt").exists()
     with pytest.raises(ValueError, match="other settings"):
         mt.train_multitask(_tiny(relational=True), train, dev, epochs=2, run_dir=tmp_path / "ann", **kw)
+
+
+def test_best_row_and_best_seed_are_chosen_on_the_dev_metrics():
+    rec = lambda s, q, t: {"sst_acc": s, "quora_acc": q, "sts_pearson": t}  # noqa: E731
+    records = {"single": {"tasks": ["sst"], "metrics": rec(0.9, 0.9, 0.9)},
+               "a": {"tasks": ["sst", "quora", "sts"], "metrics": rec(0.4, 0.8, 0.8)},
+               "b": {"tasks": ["sst", "quora", "sts"], "metrics": rec(0.5, 0.8, 0.8)}}
+    assert mt.best_row(records) == "b" and mt.best_row(records, multitask_only=False) == "single"
+    three = {"seeds": [0, 1, 2], "metrics": rec(0.5, 0.8, 0.8),
+             "runs": [{"seed": 0, "metrics": rec(0.50, 0.80, 0.80)}, {"seed": 1, "metrics": rec(0.49, 0.82, 0.81)},
+                      {"seed": 2, "metrics": rec(0.51, 0.78, 0.80)}]}
+    assert mt.best_seed(three) == 1
+    assert mt.best_seed({"seeds": [4], "metrics": rec(0.5, 0.8, 0.8)}) == 4
