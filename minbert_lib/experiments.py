@@ -462,6 +462,21 @@ def validate_record(record: dict) -> list[str]:
 # --------------------------------------------------------------------------------------
 
 
+def _read_or_none(path: Path, default=None):
+    return path.read_text() if path.is_file() else default
+
+
+def _note_commit(seed_dir: Path, commit: str) -> None:
+    """Append the code's commit to the seed's commits.txt: one line per commit that trained it
+    (a seed may be interrupted and resumed, or continued, by later code)."""
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    path = seed_dir / "commits.txt"
+    noted = _read_or_none(path, "").split()
+    if not noted or noted[-1] != commit:
+        with open(path, "a") as f:
+            f.write(commit + "\n")
+
+
 def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: bool = False, fresh: bool = False,
             progress: bool = True, results_root: Path | None = None, checkpoints_root: Path | None = None) -> dict:
     """Train every seed of one row and write its JSON atomically.
@@ -491,7 +506,15 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
     runs = []
     for seed in seeds:
         print(f"{spec.table}/{spec.name}: seed {seed} ({profile.name} profile, {device})", flush=True)
-        out = RUNNERS[spec.schedule](spec, profile, seed, device, row_ckpt / f"seed{seed}", progress)
+        seed_dir = row_ckpt / f"seed{seed}"
+        done_before = _read_or_none(seed_dir / "done.json")
+        if done_before is None:  # the seed will train (from scratch or from last.pt) with this code
+            _note_commit(seed_dir, commit)
+        out = RUNNERS[spec.schedule](spec, profile, seed, device, seed_dir, progress)
+        if done_before is not None and _read_or_none(seed_dir / "done.json") != done_before:
+            _note_commit(seed_dir, commit)  # a finished seed continued to more epochs
+        out["commits"] = _read_or_none(seed_dir / "commits.txt", "").split() or [
+            "unknown: trained before commits were noted per seed (see the row's commit)"]
         runs.append(out)
         m = ", ".join(f"{k} {v:.3f}" for k, v in out["metrics"].items())
         print(f"{spec.table}/{spec.name}: seed {seed}: {m}, {out['seconds_per_epoch']:.1f} s/epoch", flush=True)

@@ -128,3 +128,28 @@ def test_cli_reports_bad_input_in_one_line(capsys):
     assert ex.main(["run", "table1", "--rows", "no-such-row"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: Unknown rows") and "Traceback" not in err
+
+
+def test_each_seed_records_the_commits_that_trained_it(fake_table, tmp_path, monkeypatch):
+    def runner(spec, profile, seed, device, run_dir, progress=True):  # a finished seed leaves done.json
+        out = fake_runner(spec, profile, seed, device, run_dir)
+        (run_dir / "done.json").write_text(json.dumps({"epochs": spec.epochs or 2}))
+        return out
+
+    monkeypatch.setitem(ex.RUNNERS, "fake", runner)
+    prof, spec = get_profile("quick"), fake_table["row-a"]
+    kw = dict(results_root=tmp_path, checkpoints_root=tmp_path / "ckpt", device="cpu", progress=False)
+    monkeypatch.setattr(ex, "git_commit", lambda: "aaa")
+    ex.run_row(spec, prof, seeds=[0], **kw)
+    monkeypatch.setattr(ex, "git_commit", lambda: "bbb")
+    rec = ex.run_row(spec, prof, seeds=[0, 1], force=True, **kw)  # seed 0 reused, seed 1 trained now
+    assert [r["commits"] for r in rec["runs"]] == [["aaa"], ["bbb"]] and rec["commit"] == "bbb"
+    monkeypatch.setitem(fake_table, "row-a", ex.RowSpec("tabletest", "row-a", tasks=("sst",), schedule="fake",
+                                                         epochs=3))
+    rec = ex.run_row(fake_table["row-a"], prof, seeds=[0], force=True, **kw)  # continued: done.json changes
+    assert rec["runs"][0]["commits"] == ["aaa", "bbb"]
+    legacy = tmp_path / "ckpt" / "quick" / "tabletest" / "row-a" / "seed2"
+    legacy.mkdir()
+    (legacy / "done.json").write_text(json.dumps({"epochs": 3}))  # finished before commits were noted
+    rec = ex.run_row(fake_table["row-a"], prof, seeds=[2], force=True, **kw)
+    assert rec["runs"][0]["commits"][0].startswith("unknown")
