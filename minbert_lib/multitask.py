@@ -666,6 +666,7 @@ def main(argv=None) -> int:
     Table 2 row from its checkpoint and write the submission files to predictions/."""
     import argparse
     import json
+    import sys
     from pathlib import Path
 
     import torch
@@ -686,7 +687,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     profile = get_profile(args.profile)
     records = X.load_results(profile.name, args.table)
-    row = args.row or best_row(records)
+    row = args.row or (best_row(records) if records else None)
+    if row not in records or row not in X.TABLES.get(args.table, {}):
+        recorded = ", ".join(records) or "none"
+        print(f"error: no recorded row {row!r} in results/{profile.name}/{args.table} (recorded: {recorded}); "
+              f"record it first: python -m minbert_lib.experiments run {args.table} --profile {profile.name}",
+              file=sys.stderr)
+        return 2
     spec = X.TABLES[args.table][row]
     if args.seed is None:
         args.seed = best_seed(records[row])
@@ -697,6 +704,10 @@ def main(argv=None) -> int:
 
         scale = replace(scale, **overrides)
     ckpt = X.checkpoints_dir() / profile.name / args.table / row / f"seed{args.seed}" / "best.pt"
+    if not ckpt.is_file():  # checkpoints/ is not in git: a fresh clone has the results, not the weights
+        print(f"error: no checkpoint {ckpt} for seed {args.seed} of {row} (seeds recorded: "
+              f"{records[row]['seeds']}); train the row on this machine, or pass --seed", file=sys.stderr)
+        return 2
     model = build_model(spec, profile, scale)
     load_trainable_state(model, torch.load(ckpt, map_location="cpu"))
     out = Path(args.out) if args.out else (X.repo_root() or Path.cwd()) / "predictions"

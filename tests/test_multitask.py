@@ -321,3 +321,11 @@ def test_best_row_and_best_seed_are_chosen_on_the_dev_metrics():
                       {"seed": 2, "metrics": rec(0.51, 0.78, 0.80)}]}
     assert mt.best_seed(three) == 1
     assert mt.best_seed({"seeds": [4], "metrics": rec(0.5, 0.8, 0.8)}) == 4
+
+
+def test_predict_cli_reports_a_missing_row_or_checkpoint_in_one_line(capsys):
+    assert mt.main(["predict", "--table", "table2-extra", "--row", "no-such-row"]) == 2
+    assert "no recorded row 'no-such-row'" in capsys.readouterr().err
+    # seed 7 was never trained (and checkpoints/ is not in git): the error says so, no traceback
+    assert mt.main(["predict", "--table", "table2-extra", "--row", "rrobin-full+layer-3ep", "--seed", "7"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
