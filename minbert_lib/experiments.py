@@ -462,16 +462,19 @@ def validate_record(record: dict) -> list[str]:
 # --------------------------------------------------------------------------------------
 
 
-def _read_or_none(path: Path, default=None):
+COMMITS_FILE = "commits.txt"  # in a seed's checkpoint folder: the commits that trained it, one a line
+
+
+def _read_text(path: Path, default=None):
     return path.read_text() if path.is_file() else default
 
 
 def _note_commit(seed_dir: Path, commit: str) -> None:
-    """Append the code's commit to the seed's commits.txt: one line per commit that trained it
-    (a seed may be interrupted and resumed, or continued, by later code)."""
+    """Append the code's commit to the seed's commits file, unless it is the last one noted: a
+    seed may be started, resumed after an interruption, or continued to more epochs by other code."""
     seed_dir.mkdir(parents=True, exist_ok=True)
-    path = seed_dir / "commits.txt"
-    noted = _read_or_none(path, "").split()
+    path = seed_dir / COMMITS_FILE
+    noted = _read_text(path, "").split()
     if not noted or noted[-1] != commit:
         with open(path, "a") as f:
             f.write(commit + "\n")
@@ -489,6 +492,7 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
     import torch
 
     from .profiles import pick_device
+    from .rundir import DONE_FILE
 
     path = row_path(profile.name, spec.table, spec.name, results_root)
     if path.is_file() and not (force or fresh):
@@ -507,13 +511,13 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
     for seed in seeds:
         print(f"{spec.table}/{spec.name}: seed {seed} ({profile.name} profile, {device})", flush=True)
         seed_dir = row_ckpt / f"seed{seed}"
-        done_before = _read_or_none(seed_dir / "done.json")
+        done_before = _read_text(seed_dir / DONE_FILE)
         if done_before is None:  # the seed will train (from scratch or from last.pt) with this code
             _note_commit(seed_dir, commit)
         out = RUNNERS[spec.schedule](spec, profile, seed, device, seed_dir, progress)
-        if done_before is not None and _read_or_none(seed_dir / "done.json") != done_before:
+        if done_before is not None and _read_text(seed_dir / DONE_FILE) != done_before:
             _note_commit(seed_dir, commit)  # a finished seed continued to more epochs
-        out["commits"] = _read_or_none(seed_dir / "commits.txt", "").split() or [
+        out["commits"] = _read_text(seed_dir / COMMITS_FILE, "").split() or [
             "unknown: trained before commits were noted per seed (see the row's commit)"]
         runs.append(out)
         m = ", ".join(f"{k} {v:.3f}" for k, v in out["metrics"].items())

@@ -8,6 +8,8 @@ their `run_dir`:
 - `best.pt`: the trainable weights of the best dev epoch so far;
 - `done.json`: the finished run's result.
 
+(`experiments.run_row` adds `commits.txt` beside them: the commits of the code that trained the run.)
+
 Every file carries the run's *fingerprint* (task or schedule, learning rate, batch size, seed,
 data sizes, ...). A folder written with other settings is refused with a message saying so,
 rather than silently continued. Files are written to a temporary name and renamed, so an
@@ -21,6 +23,8 @@ import os
 from pathlib import Path
 
 import torch
+
+DONE_FILE = "done.json"  # also read by experiments.run_row to tell whether a call trained the run
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -47,7 +51,7 @@ class RunDir:
         self.may_differ = tuple(may_differ)
         self.last_path = self.path / "last.pt"
         self.best_path = self.path / "best.pt"
-        self.done_path = self.path / "done.json"
+        self.done_path = self.path / DONE_FILE
 
     def _matches(self, found) -> bool:
         def strip(fp):
