@@ -1,31 +1,29 @@
-"""The results tables: named rows, the resumable runner, and the results files.
+"""The results tables: the resumable runner, the results files, the command line.
 
-Each table of the poster ("Walk Less and Only Down Smooth Valleys", Brink et al. 2023) is a
-dict of `RowSpec`s, plain data saying what a row trains: its tasks, schedule, whether BERT is
-frozen, SMART or the relational layer, the learning rate. Other modules register rows and
-schedules additively:
-
-    from minbert_lib.experiments import RowSpec, register_row, register_runner
-    register_row(RowSpec("table2", "rrobin", tasks=("sst", "quora", "sts"), schedule="rrobin"))
-    register_runner("rrobin", my_runner)   # my_runner(spec, profile, seed, device, run_dir, progress) -> dict
-
-A runner trains one seed of one row and returns a dict with at least "metrics" (dev, the
-CS 224N names), "history" (one dict per epoch), "seconds_per_epoch"; optionally "data",
-"hyperparameters", "tokens_per_second", "best_epoch". The runner here aggregates seeds
-(mean and standard deviation, as the CS 224N handout reports them) and writes one JSON per
-row, atomically, to results/<profile>/<table>/<row>.json (schema: `validate_record`).
+The rows and every setting that trains them are declared in `protocol.py` (the experiment as
+one readable specification). A runner trains one seed of one row from its settings,
+`runner(spec, settings, seed, device, run_dir, progress) -> dict` with at least "metrics"
+(dev, the CS 224N names), "history" (one dict per epoch), "seconds_per_epoch"; optionally
+"data", "tokens_per_second", "best_epoch". `run_row` aggregates the seeds (mean and standard
+deviation, as the CS 224N handout reports them) and writes one JSON per row, atomically, to
+results/<profile>/<table>/<row>.json (schema: `validate_record`), with the row's protocol
+object (its settings and deviations).
 
 Command line:
 
     python -m minbert_lib.experiments run table1 --profile cpu [--force] [--rows ...] [--seeds 0 1 2]
+    python -m minbert_lib.experiments run table2 --profile paper --smoke
+    python -m minbert_lib.experiments protocol --profile cpu [--json FILE]
     python -m minbert_lib.experiments show table1 --profile cpu
     python -m minbert_lib.experiments list
 
 Rows already recorded are skipped; `--force` records them again, reusing the seeds whose
 training finished (so `--force --seeds 0 1 2` trains only the new seeds), and `--fresh`
 retrains from scratch. An interrupted row resumes from the per-seed checkpoints under
-checkpoints/<profile>/<table>/<row>/seed<k>/. Used by Chapter 5
-(Table 1, notebooks/05_single_task) and the results chapter (notebooks/09_results).
+checkpoints/<profile>/<table>/<row>/seed<k>/. `--smoke` runs every row for a few optimizer
+steps per task on a randomly initialised bert-base-uncased architecture and writes nothing
+under results/. Used by Chapter 5 (Table 1, notebooks/05_single_task) and the results
+chapter (notebooks/09_results).
 """
 from __future__ import annotations
 
@@ -38,97 +36,21 @@ import random
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import protocol
 from .profiles import Profile, get_profile
+from .protocol import METRIC_NAMES, TABLES, RowSpec
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-METRIC_NAMES = ("sst_acc", "cfimdb_acc", "quora_acc", "sts_pearson")
 
 
 # --------------------------------------------------------------------------------------
-# Row specs
+# The rows (declared in protocol.py) and the poster's numbers
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RowSpec:
-    """One row of a results table, as data.
-
-    - `tasks`: the tasks trained (and evaluated) in this row;
-    - `schedule`: which runner trains it ("single": one model per task, Table 1);
-    - `freeze_bert`: the poster's "pretrain" (BERT frozen, heads trained) vs "finetune";
-    - `lr`: None = the profile's lr_pretrain (frozen) or lr_finetune;
-    - `smart`, `relational`: SMART regularization, the shared relational layer;
-    - `seeds`: None = the profile's seeds; `epochs`: None = the profile's epochs;
-    - `label`: the poster's name for the row; `options`: anything else a runner reads.
-    """
-
-    table: str
-    name: str
-    tasks: tuple = ("sst",)
-    schedule: str = "single"
-    freeze_bert: bool = False
-    lr: float | None = None
-    smart: bool = False
-    relational: bool = False
-    seeds: tuple | None = None
-    epochs: int | None = None
-    label: str = ""
-    description: str = ""
-    options: dict = field(default_factory=dict)
-
-    def learning_rate(self, profile: Profile) -> float:
-        if self.lr is not None:
-            return self.lr
-        return profile.lr_pretrain if self.freeze_bert else profile.lr_finetune
-
-    def seeds_for(self, profile: Profile) -> tuple:
-        return tuple(self.seeds if self.seeds is not None else profile.seeds)
-
-    def epochs_for(self, profile: Profile) -> int:
-        if self.epochs is not None:
-            return self.epochs
-        if self.freeze_bert and getattr(profile, "epochs_frozen", None):
-            return profile.epochs_frozen
-        return profile.epochs
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-TABLES: dict[str, dict[str, RowSpec]] = {"table1": {}, "table2": {}}
-RUNNERS: dict = {}
-
-
-def register_row(spec: RowSpec) -> RowSpec:
-    TABLES.setdefault(spec.table, {})[spec.name] = spec
-    return spec
-
-
-def register_runner(schedule: str, runner) -> None:
-    RUNNERS[schedule] = runner
-
-
-# Table 1 of the poster: sentiment only, one model per task; "pretrain" = frozen BERT.
-# Three seeds per row, mean and standard deviation as the CS 224N handout reports them.
-TABLE1_SEEDS = (0, 1, 2)
-for _task, _Task in (("sst", "SST"), ("cfimdb", "CFIMDB")):
-    register_row(RowSpec("table1", f"{_task}-pretrain", tasks=(_task,), freeze_bert=True, seeds=TABLE1_SEEDS,
-                         label=f"{_Task} pretrain default",
-                         description=f"{_Task}: BERT frozen, sentiment head trained (lr_pretrain)"))
-    register_row(RowSpec("table1", f"{_task}-finetune", tasks=(_task,), freeze_bert=False, seeds=TABLE1_SEEDS,
-                         label=f"{_Task} finetune default",
-                         description=f"{_Task}: every weight fine-tuned (lr_finetune)"))
-# Not in the poster: the frozen rows again with the sentence vector MiniLM was trained to give
-# (the mean of the last hidden states) instead of the pooled [CLS] vector (Chapter 5 explains).
-for _task, _Task in (("sst", "SST"), ("cfimdb", "CFIMDB")):
-    register_row(RowSpec("table1", f"{_task}-pretrain-mean", tasks=(_task,), freeze_bert=True, seeds=TABLE1_SEEDS,
-                         label=f"{_Task} pretrain, mean pooling (ours)", options={"pooling": "mean"},
-                         description=f"{_Task}: BERT frozen, head on the mean of the last hidden states"))
+MULTITASK_SCHEDULES = ("sst-only", "rrobin", "rrobin-pre", "rrobin-full", "proportional", "sqrt", "annealed")
 
 # The poster's Table 1 and the CS 224N handout's reference numbers (dev accuracy; the poster's
 # runtimes are seconds per epoch on a Colab GPU). Typed from poster.txt and the handout.
@@ -138,72 +60,6 @@ REFERENCE_TABLE1 = {
     "cfimdb-pretrain": {"poster": 0.788, "poster_seconds": 45, "handout": 0.780, "handout_std": 0.002},
     "cfimdb-finetune": {"poster": 0.963, "poster_seconds": 150, "handout": 0.966, "handout_std": 0.007},
 }
-
-
-# The poster's SMART: dropout off in the adversarial passes, the clean reference recomputed in
-# eval mode (smart.SmartConfig's default replays the dropout masks instead, which is cheaper).
-POSTER_SMART = {"smart": {"dropout_in_adversary": False}}
-
-# Table 2 of the poster: SST, Quora and STS from one BERT (rows trained by minbert_lib.multitask;
-# its runners are registered when that module is imported). Single-task rows train SST only
-# and evaluate all three tasks with untrained pair heads, as the poster did. "finetune-smart"
-# is registered with SMART (minbert_lib.smart).
-_ALL3 = ("sst", "quora", "sts")
-for _spec in (
-    RowSpec("table2", "pretrain-default", tasks=("sst",), schedule="sst-only", freeze_bert=True,
-            label="Pretrain default", description="BERT frozen, SST head trained; pair heads untrained"),
-    RowSpec("table2", "finetune-default", tasks=("sst",), schedule="sst-only",
-            label="Fine-tune default", description="every weight fine-tuned on SST only; pair heads untrained"),
-    RowSpec("table2", "finetune-smart", tasks=("sst",), schedule="sst-only", smart=True, options=POSTER_SMART,
-            label="Fine-tune smart",
-            description="every weight fine-tuned on SST only with SMART (adversarial regularizer and momentum "
-                        "teacher, the poster's settings); pair heads untrained"),
-    RowSpec("table2", "rrobin", tasks=_ALL3, schedule="rrobin", label="Fine-tune rrobin",
-            description="equal round-robin: floor(N_STS/B) iterations, one step per task (SST, Quora, STS)"),
-    RowSpec("table2", "rrobin+smart", tasks=_ALL3, schedule="rrobin", smart=True, options=POSTER_SMART,
-            label="Fine-tune rrobin+smart",
-            description="equal round-robin with SMART (adversarial regularizer and momentum teacher)"),
-    RowSpec("table2", "rrobin-pre+smart", tasks=_ALL3, schedule="rrobin-pre", smart=True, options=POSTER_SMART,
-            label="Fine-tune rrobin-pre+smart",
-            description="all Quora first (additional pretraining), round-robin in the last iterations; SMART"),
-    RowSpec("table2", "rrobin-full", tasks=_ALL3, schedule="rrobin-full", label="Fine-tune rrobin-full",
-            description="interleaved: every example of every task once per epoch, SST/STS batches shrunk"),
-    RowSpec("table2", "rrobin-full+smart", tasks=_ALL3, schedule="rrobin-full", smart=True, options=POSTER_SMART,
-            label="Fine-tune rrobin-full+smart", description="interleaved with SMART"),
-    RowSpec("table2", "rrobin-full+layer", tasks=_ALL3, schedule="rrobin-full", relational=True,
-            label="Fine-tune rrobin-full+layer",
-            description="interleaved with the shared relational layer for Quora and STS"),
-):
-    register_row(_spec)
-
-# Beyond the poster: the best Table 2 configuration with more data and epochs, to see how far
-# the cpu-scale numbers are from what more compute gives (its own table, so the Table 2 grid
-# stays the poster's nine rows). At the cpu profile: all of SST, 6,400 Quora and 3,200 STS
-# pairs (3.2-4x the grid's), one epoch, bf16 autocast where the CPU has it.
-register_row(RowSpec("table2-extra", "rrobin-full+layer-long", tasks=_ALL3, schedule="rrobin-full", relational=True,
-                     label="rrobin-full+layer, more data (not in the poster)",
-                     description="interleaved with the relational layer; all SST, 6,400 Quora, 3,200 STS, 1 epoch",
-                     options={"scale": {"cpu": {"train_limit": {"sst": None, "quora": 6400, "sts": 3200}}},
-                              "precision": "auto"}))
-# The same configuration with all the offline training data: every SST, Quora (the 16,000 of
-# the quora-dev split) and STS training example each epoch, Quora evaluated on its whole
-# held-out part (4,212 pairs) rather than 800. Each was declared before it ran: 3 epochs after
-# the one-epoch row above missed the cpu-scale targets of issue 5; 5 epochs (as the cpu
-# profile's fine-tuned Table 1 rows) after the 3-epoch run's dev metrics were still rising and
-# its SST accuracy ended at 0.477.
-# Seeds 1 and 2 of the 3-epoch row were declared (here, before they ran) after the 5-epoch run:
-# its SST accuracy, 0.477, is 0.003 from the 0.48 line, half the seed-to-seed standard deviation
-# of Table 1's SST row (0.006), so one seed cannot tell on which side of the line this
-# configuration falls. The row records the mean of seeds 0-2, as Table 1 does, whatever it is.
-_ALL_DATA = {"train_limit": {"sst": None, "quora": None, "sts": None},
-             "dev_limit": {"sst": None, "quora": None, "sts": None}}
-for _epochs, _seeds in ((3, (0, 1, 2)), (5, None)):
-    register_row(RowSpec("table2-extra", f"rrobin-full+layer-{_epochs}ep", tasks=_ALL3, schedule="rrobin-full",
-                         relational=True, epochs=_epochs, seeds=_seeds,
-                         label=f"rrobin-full+layer, all data, {_epochs} epochs (not in the poster)",
-                         description="interleaved with the relational layer; all SST, Quora and STS training "
-                                     f"data, {_epochs} epochs, whole Quora dev split",
-                         options={"scale": {"cpu": _ALL_DATA}, "precision": "auto"}))
 
 # The poster's Table 2 (dev; seconds per epoch on an AWS EC2 instance), typed from poster.txt.
 REFERENCE_TABLE2 = {
@@ -222,7 +78,7 @@ REFERENCE_TABLE2_TEST = {"sst_acc": 0.503, "quora_acc": 0.865, "sts_pearson": 0.
 
 
 # --------------------------------------------------------------------------------------
-# Data subsets and the single-task runner (Table 1)
+# Data subsets, the encoder, and the single-task runner (Table 1)
 # --------------------------------------------------------------------------------------
 
 
@@ -236,52 +92,54 @@ def subset(examples: list, limit: int | None, key: str) -> list:
     return [examples[i] for i in sorted(order[:limit])]
 
 
-def task_data(task: str, profile: Profile, tokenizer) -> tuple[list, list, dict]:
-    """Encoded train and dev examples of one task under a profile, and their sizes."""
+def load_encoder(settings: dict):
+    """The row's BERT and tokenizer: the named checkpoint with BERT's own dropout set to
+    `bert_hidden_dropout`, or for smoke runs (model "random:bert-base-uncased") a randomly
+    initialised model of bert-base-uncased's architecture with the offline vocabulary."""
+    from .model import BERT_BASE_UNCASED, BertConfig, BertModel
+    from .tokenizer import Tokenizer
+
+    name, p = settings["model"], settings["bert_hidden_dropout"]
+    if name.startswith("random:"):
+        tokenizer = Tokenizer.from_pretrained()  # all-MiniLM-L6-v2 ships bert-base-uncased's vocabulary
+        config = BertConfig(**{**BERT_BASE_UNCASED, "hidden_dropout_prob": p, "attention_probs_dropout_prob": p})
+        return BertModel(config), tokenizer
+    return (BertModel.from_pretrained(name, hidden_dropout_prob=p, attention_probs_dropout_prob=p),
+            Tokenizer.from_pretrained(name))
+
+
+def task_data(task: str, settings: dict, tokenizer) -> tuple[list, list, dict]:
+    """Encoded train and dev examples of one task under a row's settings, and their sizes."""
     from .data import load_task
     from .train import encode_examples
 
     full_train, full_dev = load_task(task, "train"), load_task(task, "dev")
-    train = subset(full_train, profile.limit(task, "train"), f"{task}-train")
-    dev = subset(full_dev, profile.limit(task, "dev"), f"{task}-dev")
-    max_length = profile.max_length_for(task)
+    train = subset(full_train, settings["train_examples"].get(task), f"{task}-train")
+    dev = subset(full_dev, settings["dev_examples"].get(task), f"{task}-dev")
+    max_length = settings["max_length"]
     sizes = {f"{task}_train": len(train), f"{task}_train_available": len(full_train),
              f"{task}_dev": len(dev), f"{task}_dev_available": len(full_dev), f"{task}_max_length": max_length}
     return encode_examples(train, tokenizer, max_length), encode_examples(dev, tokenizer, max_length), sizes
 
 
-def run_single_task(spec: RowSpec, profile: Profile, seed: int, device, run_dir: Path, progress: bool = True) -> dict:
+def run_single_task(spec: RowSpec, settings: dict, seed: int, device, run_dir: Path, progress: bool = True) -> dict:
     """One model per task of the row (Table 1 has one task per row), trained with `fit`."""
     from .heads import NUM_CLASSES, MultitaskBert
-    from .model import BertModel
-    from .tokenizer import Tokenizer
     from .train import fit, fit_summary, seed_everything
 
     if len(spec.tasks) != 1:
         raise ValueError(f"schedule 'single' trains one task per row; {spec.name} lists {spec.tasks}")
     task = spec.tasks[0]
-    tokenizer = Tokenizer.from_pretrained(profile.model)
-    train, dev, sizes = task_data(task, profile, tokenizer)
+    bert, tokenizer = load_encoder(settings)
+    train, dev, sizes = task_data(task, settings, tokenizer)
     seed_everything(seed)  # the head's initialisation depends on the seed
-    bert = BertModel.from_pretrained(profile.model, hidden_dropout_prob=profile.hidden_dropout)
-    pooling = spec.options.get("pooling", "cls")
-    model = MultitaskBert(bert, dropout=profile.hidden_dropout, num_sentiment_classes=NUM_CLASSES.get(task, 5),
-                          freeze_bert=spec.freeze_bert, pooling=pooling).to(device)
-    lr, epochs = spec.learning_rate(profile), spec.epochs_for(profile)
-    head_lr = None if spec.freeze_bert else getattr(profile, "lr_head", None)
-    result = fit(model, task, train, dev, epochs=epochs, lr=lr, batch_size=profile.batch_size, seed=seed,
-                 run_dir=run_dir, device=device, progress=progress, precision=profile.precision, head_lr=head_lr)
-    out = {
-        **fit_summary(result, sizes),
-        "hyperparameters": {"lr": lr, "epochs": epochs, "batch_size": profile.batch_size,
-                            "head_lr": head_lr if head_lr is not None else lr,
-                            "max_length": profile.max_length_for(task), "hidden_dropout": profile.hidden_dropout,
-                            "head_dropout": profile.hidden_dropout, "freeze_bert": spec.freeze_bert,
-                            "pooling": pooling,
-                            "precision": result.extra.get("precision", profile.precision),
-                            "optimizer": "AdamW (CS 224N variant), weight decay 0, no schedule",
-                            "selection": "best dev epoch"},
-    }
+    model = MultitaskBert(bert, dropout=settings["head_dropout"], num_sentiment_classes=NUM_CLASSES.get(task, 5),
+                          freeze_bert=spec.freeze_bert, pooling=settings["pooling"]).to(device)
+    result = fit(model, task, train, dev, epochs=settings["epochs"], lr=settings["lr"],
+                 batch_size=settings["batch_size"], seed=seed, run_dir=run_dir, device=device, progress=progress,
+                 precision=settings["precision"], head_lr=settings["head_lr"], grad_clip=settings["grad_clip"])
+    out = {**fit_summary(result, sizes),
+           "hyperparameters": {"precision_resolved": result.extra.get("precision", settings["precision"])}}
     pred = result.extra.get("best_dev_predictions")
     if pred and task in NUM_CLASSES:  # the best epoch's confusion matrix on dev (true class x predicted)
         C = NUM_CLASSES[task]
@@ -292,7 +150,14 @@ def run_single_task(spec: RowSpec, profile: Profile, seed: int, device, run_dir:
     return out
 
 
-register_runner("single", run_single_task)
+def _multitask_runner(spec, settings, seed, device, run_dir, progress=True):
+    from .multitask import run_multitask_row  # imported when a Table 2 row runs, not before
+
+    return run_multitask_row(spec, settings, seed, device, run_dir, progress)
+
+
+# Which function trains a row, by its schedule.
+RUNNERS = {"single": run_single_task, **{name: _multitask_runner for name in MULTITASK_SCHEDULES}}
 
 
 # --------------------------------------------------------------------------------------
@@ -370,8 +235,9 @@ def training_seconds(runs: list[dict]) -> float:
     return float(sum(h.get("train_seconds", 0.0) + h.get("eval_seconds", 0.0) for r in runs for h in r["history"]))
 
 
-def aggregate(spec: RowSpec, profile: Profile, runs: list[dict], seeds: list[int]) -> dict:
-    """Per-seed runner outputs -> the row record (mean over seeds, sample std)."""
+def aggregate(spec: RowSpec, profile: str, row_protocol: dict, runs: list[dict], seeds: list[int]) -> dict:
+    """Per-seed runner outputs -> the row record (mean over seeds, sample std), with the row's
+    protocol object (`protocol.row_protocol`: its settings and deviations)."""
     names = sorted({k for r in runs for k in r["metrics"]})
     metrics, metrics_std = {}, {}
     for k in names:
@@ -387,7 +253,7 @@ def aggregate(spec: RowSpec, profile: Profile, runs: list[dict], seeds: list[int
         history.append(entry)
     data = dict(runs[0].get("data", {}))
     fallbacks = []
-    if any(t == "quora" for t in spec.tasks):
+    if "quora" in spec.tasks or spec.table != "table1":  # every Table 2 row evaluates Quora
         from .data import DataError, quora_fallback
 
         try:
@@ -398,17 +264,18 @@ def aggregate(spec: RowSpec, profile: Profile, runs: list[dict], seeds: list[int
         if fb:
             fallbacks.append(fb)
     record = {
-        "table": spec.table, "row": spec.name, "profile": profile.name, "label": spec.label,
+        "table": spec.table, "row": spec.name, "profile": profile, "label": spec.label,
         "description": spec.description, "tasks": list(spec.tasks),
         "mode": "pretrain" if spec.freeze_bert else "finetune",
         "metrics": metrics, "metrics_std": metrics_std,
         "metrics_per_seed": {k: [r["metrics"][k] for r in runs] for k in names},
         "seconds_per_epoch": sec, "seconds_per_epoch_std": sec_std,
         "epochs": len(history), "history": history,
-        "model": profile.model, "data": data, "fallbacks": fallbacks,
+        "model": row_protocol["settings"]["model"], "data": data, "fallbacks": fallbacks,
         "seeds": list(seeds),
-        "hyperparameters": {**runs[0].get("hyperparameters", {}), "spec": spec.to_dict(),
-                            "profile": profile.to_dict()},
+        "hyperparameters": {**row_protocol["settings"], **runs[0].get("hyperparameters", {}),
+                            "spec": spec.to_dict()},
+        "protocol": row_protocol,
     }
     if all("tokens_per_second" in r for r in runs):
         record["tokens_per_second"] = float(np.mean([r["tokens_per_second"] for r in runs]))
@@ -481,27 +348,37 @@ def _note_commit(seed_dir: Path, commit: str) -> None:
 
 
 def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: bool = False, fresh: bool = False,
-            progress: bool = True, results_root: Path | None = None, checkpoints_root: Path | None = None) -> dict:
-    """Train every seed of one row and write its JSON atomically.
+            progress: bool = True, results_root: Path | None = None, checkpoints_root: Path | None = None,
+            smoke: bool = False) -> dict:
+    """Train every seed of one row with its protocol settings and write its JSON atomically.
 
     Seeds whose training finished (checkpoints/<profile>/<table>/<row>/seed<k>/done.json) are
     not retrained, and an interrupted seed resumes from its last epoch; so `force=True` with more
-    seeds only trains the new ones. `fresh=True` deletes the row's checkpoints first."""
+    seeds only trains the new ones. `fresh=True` deletes the row's checkpoints first.
+    `smoke=True`: one seed, a few steps per task on a random bert-base architecture
+    (`protocol.smoke_settings`), results and checkpoints in a temporary folder."""
     import shutil
+    import tempfile
 
     import torch
 
     from .profiles import pick_device
     from .rundir import DONE_FILE
 
+    row_proto = protocol.row_protocol(spec, profile.name)
+    if smoke:
+        row_proto = {**row_proto, "settings": protocol.smoke_settings(row_proto["settings"])}
+        scratch = Path(tempfile.mkdtemp(prefix="minbert-smoke-"))
+        results_root, checkpoints_root, force, seeds = scratch / "results", scratch / "checkpoints", True, [0]
+    settings = row_proto["settings"]
     path = row_path(profile.name, spec.table, spec.name, results_root)
     if path.is_file() and not (force or fresh):
         print(f"{spec.table}/{spec.name}: recorded in {path}, skipped (--force reruns)")
         return json.loads(path.read_text())
     if spec.schedule not in RUNNERS:
-        raise KeyError(f"No runner for schedule {spec.schedule!r} (row {spec.name}); registered: {sorted(RUNNERS)}")
+        raise KeyError(f"No runner for schedule {spec.schedule!r} (row {spec.name}); known: {sorted(RUNNERS)}")
     device = torch.device(device) if device is not None else pick_device()
-    seeds = list(seeds) if seeds is not None else list(spec.seeds_for(profile))
+    seeds = list(seeds) if seeds is not None else list(range(settings["seeds"]))
     row_ckpt = (checkpoints_root or checkpoints_dir()) / profile.name / spec.table / spec.name
     if fresh and row_ckpt.exists():
         shutil.rmtree(row_ckpt)
@@ -509,12 +386,13 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
     commit = git_commit()  # the code that trains the row (HEAD may move while it runs)
     runs = []
     for seed in seeds:
-        print(f"{spec.table}/{spec.name}: seed {seed} ({profile.name} profile, {device})", flush=True)
+        print(f"{spec.table}/{spec.name}: seed {seed} ({profile.name} profile{', smoke' if smoke else ''}, "
+              f"{device})", flush=True)
         seed_dir = row_ckpt / f"seed{seed}"
         done_before = _read_text(seed_dir / DONE_FILE)
         if done_before is None:  # the seed will train (from scratch or from last.pt) with this code
             _note_commit(seed_dir, commit)
-        out = RUNNERS[spec.schedule](spec, profile, seed, device, seed_dir, progress)
+        out = RUNNERS[spec.schedule](spec, settings, seed, device, seed_dir, progress)
         if done_before is not None and _read_text(seed_dir / DONE_FILE) != done_before:
             _note_commit(seed_dir, commit)  # a finished seed continued to more epochs
         out["commits"] = _read_text(seed_dir / COMMITS_FILE, "").split() or [
@@ -522,7 +400,7 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
         runs.append(out)
         m = ", ".join(f"{k} {v:.3f}" for k, v in out["metrics"].items())
         print(f"{spec.table}/{spec.name}: seed {seed}: {m}, {out['seconds_per_epoch']:.1f} s/epoch", flush=True)
-    record = aggregate(spec, profile, runs, seeds)
+    record = aggregate(spec, profile.name, row_proto, runs, seeds)
     record.update({
         "commit": commit, "device": device_description(device),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -540,7 +418,10 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every rank trained; one writes the file
         return record
     write_json_atomic(path, record)
-    print(f"{spec.table}/{spec.name}: wrote {path}", flush=True)
+    if smoke:
+        shutil.rmtree(scratch, ignore_errors=True)
+    else:
+        print(f"{spec.table}/{spec.name}: wrote {path}", flush=True)
     return record
 
 
@@ -608,6 +489,11 @@ def main(argv=None) -> int:
     run.add_argument("--device", default=None)
     run.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--smoke", action="store_true",
+                     help="a few steps per task of every row on a random bert-base architecture; writes nothing")
+    proto = sub.add_parser("protocol", help="print every setting of every row and its deviations from the poster")
+    proto.add_argument("--profile", default=None)
+    proto.add_argument("--json", default=None, metavar="FILE", help="also write the protocol as JSON")
     show = sub.add_parser("show", help="print a table's recorded rows")
     show.add_argument("table")
     show.add_argument("--profile", default=None)
@@ -622,6 +508,12 @@ def main(argv=None) -> int:
                 print(f"  {name:24s} tasks={','.join(spec.tasks)} schedule={spec.schedule}{runner}")
         return 0
     profile = get_profile(args.profile)
+    if args.command == "protocol":
+        proto = protocol.protocol(profile.name)
+        print(protocol.format_protocol(proto))
+        if args.json:
+            write_json_atomic(Path(args.json), proto)
+        return 0
     if args.command == "show":
         records = load_results(profile.name, args.table)
         if not records:
@@ -638,32 +530,18 @@ def main(argv=None) -> int:
 
     try:
         run_table(args.table, profile, rows=args.rows, seeds=args.seeds, force=args.force, fresh=args.fresh,
-                  device=args.device, progress=not args.no_progress)
+                  device=args.device, progress=not args.no_progress, smoke=args.smoke)
     except (RunDirConflict, NonFiniteLossError, FileNotFoundError, KeyError) as e:
         # a checkpoint folder from other settings, a diverged run, missing data, an unknown row:
         # the message says what to do; finished seeds and checkpoints stay on disk
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
+    if args.smoke:
+        print(f"smoke: every row of {args.table} ran at the {profile.name} profile's settings; nothing was written")
+        return 0
     print(format_table(load_results(profile.name, args.table)))
     return 0
 
 
-def _load_extensions() -> None:
-    """Import modules that register rows and runners (multitask, SMART), if present."""
-    import importlib
-
-    for name in ("multitask", "smart"):
-        try:
-            importlib.import_module(f"minbert_lib.{name}")
-        except ModuleNotFoundError as e:  # not written yet
-            if e.name != f"minbert_lib.{name}":
-                raise
-
-
 if __name__ == "__main__":
-    # Run the registry of the imported module (not this __main__ copy), so that rows that
-    # other modules register in minbert_lib.experiments are seen.
-    from minbert_lib import experiments as _experiments
-
-    _experiments._load_extensions()
-    sys.exit(_experiments.main())
+    sys.exit(main())

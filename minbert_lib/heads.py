@@ -5,7 +5,11 @@ u = pooler(h_[CLS]) = tanh(W_p h_[CLS] + b_p) (Devlin et al. 2019):
 
     sentiment (SST, 5 classes; CFIMDB, 2):  logits = W_s Dropout(u) + b_s,   loss = cross-entropy
     paraphrase (Quora, one logit):          z = w_q . Dropout([u, v, |u - v|]) + b_q,   loss = BCE with logits
-    similarity (STS, a score in 0-5):       s = 5 cos(u, v),   loss = mean squared error
+    similarity (STS, a score):              s = c cos(u, v),   loss = MSE against c·label/5
+
+c = `sts_scale`: 1 trains on label/5 as the poster's code (`mse_loss(cos(u, v), label / 5)`);
+5 puts scores on the labels' 0-5 scale (25 times that loss). Pearson does not depend on c;
+the CS 224N prediction files get 5/c times the score.
 
 Pair tasks encode each sentence separately (the course's bi-encoder): u and v come from
 two passes of the same BERT. The sentiment head is introduced in Chapter 5
@@ -58,8 +62,10 @@ class MultitaskBert(nn.Module):
     """
 
     def __init__(self, bert: BertModel, dropout: float = 0.3, num_sentiment_classes: int = 5,
-                 relational: bool = False, freeze_bert: bool = False, pooling: str = "cls"):
+                 relational: bool = False, freeze_bert: bool = False, pooling: str = "cls",
+                 sts_scale: float = 5.0):
         super().__init__()
+        self.sts_scale = float(sts_scale)  # STS scores and targets are sts_scale·label/5
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.pooling = pooling
@@ -75,14 +81,14 @@ class MultitaskBert(nn.Module):
         self.sentiment = nn.Linear(H, num_sentiment_classes)
         # Paraphrase (Quora), the simple bi-encoder head: [u, v, |u - v|] -> one logit.
         self.paraphrase = nn.Linear(3 * H, 1)
-        # Similarity (STS) needs no weights in the simple head: 5 * cos(u, v).
+        # Similarity (STS) needs no weights in the simple head: sts_scale * cos(u, v).
         if relational:
             self._build_relational(H, dropout)
 
     def _build_relational(self, H: int, dropout: float) -> None:
         """The rich relational layer shared by the pair tasks (Chapter 8, ALGORITHMS.md):
         φ(u, v) = [u, v, |u − v|, (u ⊙ v)/(‖u‖‖v‖ + ε)] → Dropout → Linear(4H → H) → LeakyReLU,
-        then Linear(H → 1) for the Quora logit and Linear(H → 1) → sigmoid → ×5 for STS."""
+        then Linear(H → 1) for the Quora logit and Linear(H → 1) → sigmoid → ×sts_scale for STS."""
         self.relation = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * H, H), nn.LeakyReLU())
         self.paraphrase_rel = nn.Linear(H, 1)
         self.similarity_rel = nn.Linear(H, 1)
@@ -130,7 +136,7 @@ class MultitaskBert(nn.Module):
             features = torch.cat([u, v, (u - v).abs()], dim=-1)  # (B, 3H)
             return self.paraphrase(self.dropout(features)).squeeze(-1)  # (B,)
         if task == "sts":
-            return 5.0 * F.cosine_similarity(u, v, dim=-1)  # (B,), in [-5, 5]; labels in [0, 5]
+            return self.sts_scale * F.cosine_similarity(u, v, dim=-1)  # (B,), in [-c, c]
         raise ValueError(f"No head for task {task!r}")
 
     @staticmethod
@@ -141,12 +147,12 @@ class MultitaskBert(nn.Module):
 
     def predict_relational(self, task: str, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Pair heads through the shared relational layer: Quora one logit (B,), STS a score
-        in (0, 5) (B,) = 5·sigmoid(w·r + b), trained with MSE on the 0-5 labels (= 25× MSE on label/5)."""
+        in (0, c) (B,) = c·sigmoid(w·r + b), c = sts_scale, trained with MSE against c·label/5."""
         r = self.relation(self.relational_features(u, v))  # (B, H)
         if task == "quora":
             return self.paraphrase_rel(r).squeeze(-1)
         if task == "sts":
-            return 5.0 * torch.sigmoid(self.similarity_rel(r).squeeze(-1))
+            return self.sts_scale * torch.sigmoid(self.similarity_rel(r).squeeze(-1))
         raise ValueError(f"No relational head for task {task!r}")
 
     def forward(self, task: str, batch: dict) -> torch.Tensor:

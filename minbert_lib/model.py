@@ -50,6 +50,14 @@ class BertConfig:
         return asdict(self)
 
 
+# bert-base-uncased's published config.json (Devlin et al. 2019): the architecture of the
+# paper profile, built with random weights for smoke runs where the weights cannot be downloaded.
+BERT_BASE_UNCASED = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                     "intermediate_size": 3072, "max_position_embeddings": 512, "type_vocab_size": 2,
+                     "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "layer_norm_eps": 1e-12,
+                     "pad_token_id": 0}
+
+
 class BertEmbeddings(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()

@@ -8,15 +8,18 @@ only turns steps into batches and calls `train.training_step` for each.
 
 The poster's schedules (Brink, Cooper & Hollister 2023, Table 2; ALGORITHMS.md):
 
-- `round_robin` ("rrobin"): batch B for every task; iterations per epoch = ⌊N_anchor/B⌋
-  with STS the anchor (the smallest set); each iteration takes one optimizer step for SST,
-  then Quora, then STS. Larger sets see a fresh random subset each epoch.
-- `pretrain_round_robin` ("rrobin-pre", additional pretraining): the epoch runs over all
-  of the paraphrase data alone first; the last ⌊N_STS/B⌋ iterations are round-robin over
-  all three tasks.
-- `interleaved` ("rrobin-full"): iterations fixed so that all of Quora is seen at batch B;
-  SST and STS batches shrink so that all their data is used too (every example exactly
-  once per epoch; batch sizes differ by at most one within a task).
+- `round_robin` ("rrobin"): batch B for every task; iterations per epoch = ⌊N_STS/B⌋ (STS
+  is the smallest set); each iteration takes one optimizer step for SST, then Quora, then
+  STS. As in the poster's code, each task trains on one fixed random sample of ⌊N_STS/B⌋·B
+  examples, drawn once before training (`random.sample`) and reshuffled every epoch.
+- `pretrain_round_robin` ("rrobin-pre", additional pretraining; the poster's code):
+  I = ⌊N_Quora/B⌋ iterations, each with a Quora step; SST's steps start at iteration
+  I − ⌊N_SST/B⌋ and STS's at I − ⌊N_STS/B⌋, so both see all their full batches in the last
+  iterations; SMART (in a SMART row) regularizes every SST and STS step and the Quora steps
+  from the first of those two start points on (`Step.regularize`).
+- `interleaved` ("rrobin-full"): I = ⌊N_Quora/B⌋ iterations with Quora batches of B (the
+  poster's code); SST and STS are split into exactly I batches (sizes differ by at most
+  one), so all their data is used every epoch.
 
 Comparisons the poster did not run:
 
@@ -34,7 +37,7 @@ padding shrinks, coverage and batch sizes do not change.
 The rest of the module trains with them: `train_multitask` (one `train.training_step` per
 schedule step, SMART optional, dev evaluation of all three tasks after each epoch, the best
 checkpoint, resume also from inside an epoch, DistributedDataParallel under torchrun),
-`run_multitask_row` (the experiments runner for Table 2 rows; sizes per profile in `SCALES`)
+`run_multitask_row` (the experiments runner for Table 2 rows, from protocol.settings)
 and `write_predictions` (the CS 224N submission files; `python -m minbert_lib.multitask
 predict --profile cpu`). Introduced in Chapter 8 (notebooks/08_multitask); the recorded
 grid is rendered in Chapter 9 (notebooks/09_results).
@@ -59,6 +62,7 @@ class Step:
     task: str
     indices: tuple[int, ...]
     iteration: int  # which iteration of the epoch this step belongs to
+    regularize: bool = True  # SMART applies to this step (in a SMART row); see pretrain_round_robin
 
     @property
     def batch_size(self) -> int:
@@ -119,13 +123,20 @@ def _stream(n: int, batch_size: int, count: int, rng: np.random.Generator, lengt
     return out[:count]
 
 
-def _steps(batches_per_iteration: list[dict[str, np.ndarray]], order=TASK_ORDER) -> list[Step]:
+def _steps(batches_per_iteration: list[dict[str, np.ndarray]], order=TASK_ORDER,
+           regularize=lambda task, iteration: True) -> list[Step]:
     steps = []
     for it, batches in enumerate(batches_per_iteration):
         for task in order:
             if task in batches:
-                steps.append(Step(task, tuple(int(i) for i in batches[task]), it))
+                steps.append(Step(task, tuple(int(i) for i in batches[task]), it, regularize(task, it)))
     return steps
+
+
+def fixed_sample(n: int, k: int, seed: int, task: str) -> np.ndarray:
+    """The poster's `random.sample(data, k)`: k of a task's n examples, drawn once per run
+    (the same every epoch), sorted."""
+    return np.sort(_rng(seed, 0, f"sample-{task}").choice(n, size=min(k, n), replace=False))
 
 
 # -- the schedules -----------------------------------------------------------------------------
@@ -142,49 +153,62 @@ def single_task(sizes: dict[str, int], batch_size: int = 64, epoch: int = 0, see
 def round_robin(sizes: dict[str, int], batch_size: int = 64, epoch: int = 0, seed: int = 0,
                 anchor: str = "sts", order=TASK_ORDER, lengths: dict | None = None) -> list[Step]:
     """Equal round-robin ("rrobin"): ⌊N_anchor/B⌋ iterations, each one step per task in
-    `order` (SST, Quora, STS), every batch of size B."""
+    `order` (SST, Quora, STS), every batch of size B, over one fixed sample of
+    ⌊N_anchor/B⌋·B examples per task (`fixed_sample`: the same in every epoch)."""
     iterations = sizes[anchor] // batch_size
     if iterations < 1:
         raise ValueError(f"{anchor} has {sizes[anchor]} examples, fewer than one batch of {batch_size}")
     tasks = [t for t in order if t in sizes]
-    streams = {t: _stream(sizes[t], batch_size, iterations, _rng(seed, epoch, t), (lengths or {}).get(t))
-               for t in tasks}
-    return _steps([{t: streams[t][i] for t in tasks} for i in range(iterations)], order)
+    lengths = lengths or {}
+    batches = {}
+    for t in tasks:
+        sample = fixed_sample(sizes[t], iterations * batch_size, seed, t)
+        sub_lengths = None if lengths.get(t) is None else np.asarray(lengths[t])[sample]
+        batches[t] = [sample[b] for b in _stream(len(sample), batch_size, iterations, _rng(seed, epoch, t),
+                                                 sub_lengths)]
+    return _steps([{t: batches[t][i] for t in tasks} for i in range(iterations)], order)
 
 
 def pretrain_round_robin(sizes: dict[str, int], batch_size: int = 64, epoch: int = 0, seed: int = 0,
-                         pretrain_task: str = "quora", anchor: str = "sts", order=TASK_ORDER,
+                         pretrain_task: str = "quora", order=TASK_ORDER,
                          lengths: dict | None = None) -> list[Step]:
-    """Additional pretraining ("rrobin-pre"): ⌈N_quora/B⌉ iterations that together see all of
-    Quora once; the first ones are Quora alone, the last ⌊N_anchor/B⌋ also take one SST and
-    one STS step of batch B (round-robin order SST, Quora, STS)."""
+    """Additional pretraining ("rrobin-pre", the poster's code): I = ⌊N_quora/B⌋ iterations,
+    each with a Quora step of B; every other task t joins at iteration I − ⌊N_t/B⌋ (at 0 if
+    it has more batches than I) with one step of B per iteration, so it sees all its full
+    batches in the last iterations. `Step.regularize` is False for the Quora steps before the
+    first other task joins: the poster's SMART rows apply SMART only in the joint phase."""
     lengths = lengths or {}
-    pre = fixed_batches(sizes[pretrain_task], batch_size, _rng(seed, epoch, pretrain_task),
-                        lengths.get(pretrain_task))
-    rr = min(sizes[anchor] // batch_size, len(pre))
-    if rr < 1:
-        raise ValueError(f"{anchor} has {sizes[anchor]} examples, fewer than one batch of {batch_size}")
+    I = sizes[pretrain_task] // batch_size
+    if I < 1:
+        raise ValueError(f"{pretrain_task} has {sizes[pretrain_task]} examples, fewer than one batch of {batch_size}")
     others = [t for t in order if t in sizes and t != pretrain_task]
-    streams = {t: _stream(sizes[t], batch_size, rr, _rng(seed, epoch, t), lengths.get(t)) for t in others}
-    first = len(pre) - rr
+    start = {t: max(0, I - sizes[t] // batch_size) for t in others}
+    streams = {t: _stream(sizes[t], batch_size, I - start[t], _rng(seed, epoch, t), lengths.get(t)) for t in others}
+    pre = _stream(sizes[pretrain_task], batch_size, I, _rng(seed, epoch, pretrain_task), lengths.get(pretrain_task))
+    joint = min(start.values(), default=0)
     iterations = []
-    for i, b in enumerate(pre):
-        batches = {pretrain_task: b}
-        if i >= first:
-            batches.update({t: streams[t][i - first] for t in others})
+    for i in range(I):
+        batches = {pretrain_task: pre[i]}
+        batches.update({t: streams[t][i - start[t]] for t in others if i >= start[t]})
         iterations.append(batches)
-    return _steps(iterations, order)
+    return _steps(iterations, order, regularize=lambda task, it: task != pretrain_task or it >= joint)
 
 
 def interleaved(sizes: dict[str, int], batch_size: int = 64, epoch: int = 0, seed: int = 0,
                 driver: str = "quora", order=TASK_ORDER, lengths: dict | None = None) -> list[Step]:
-    """Interleaved fine-tuning ("rrobin-full"): I = ⌈N_driver/B⌉ iterations; every task's
-    data is split into exactly I batches (sizes differ by at most one), so every example of
-    every task is seen exactly once per epoch. At the poster's sizes (141,506 Quora pairs,
-    B = 64) that is 2,212 iterations with SST batches of 3-4 and STS batches of 2-3."""
-    iterations = math.ceil(sizes[driver] / batch_size)
+    """Interleaved fine-tuning ("rrobin-full"): I = ⌊N_driver/B⌋ iterations, each with a
+    driver (Quora) batch of B, as the poster's code; every other task's data is split into
+    exactly I batches (sizes differ by at most one), so all of it is seen once per epoch. At
+    the poster's sizes (141,506 Quora pairs, B = 64) that is 2,211 iterations with SST
+    batches of 3-4 and STS batches of 2-3."""
+    iterations = sizes[driver] // batch_size
+    if iterations < 1:
+        raise ValueError(f"{driver} has {sizes[driver]} examples, fewer than one batch of {batch_size}")
+    lengths = lengths or {}
     tasks = [t for t in order if t in sizes]
-    split = {t: split_batches(sizes[t], iterations, _rng(seed, epoch, t), (lengths or {}).get(t)) for t in tasks}
+    split = {t: (_stream(sizes[t], batch_size, iterations, _rng(seed, epoch, t), lengths.get(t)) if t == driver
+                 else split_batches(sizes[t], iterations, _rng(seed, epoch, t), lengths.get(t)))
+             for t in tasks}
     return _steps([{t: split[t][i] for t in tasks} for i in range(iterations)], order)
 
 
@@ -274,46 +298,6 @@ PAIR = ("quora", "sts")
 EVAL_TASKS = ("sst", "quora", "sts")
 
 
-@dataclass(frozen=True)
-class MultitaskScale:
-    """The data and batch sizes Table 2 trains with under one profile (recorded in every
-    results file). `train_limit` / `dev_limit`: at most this many examples per task (None:
-    all); `batch_size`: B of the schedules; `max_length`: WordPiece tokens per sentence."""
-
-    batch_size: int
-    epochs: int
-    max_length: int
-    train_limit: dict
-    dev_limit: dict
-    eval_batch_size: int = 128
-    head_lr: float | None = None  # learning rate of the task heads when fine-tuning (None: as BERT's)
-    pooling: str = "mean"  # sentence vector: "mean" (how MiniLM was trained) or "cls" (the pooler)
-    smart_batch_size: int | None = None  # B for SMART rows (None: batch_size); the poster used 16
-
-
-SCALES = {
-    # CI and the chapters: a few seconds per row.
-    "quick": MultitaskScale(batch_size=16, epochs=1, max_length=48,
-                            train_limit={"sst": 64, "quora": 96, "sts": 48},
-                            dev_limit={"sst": 96, "quora": 96, "sts": 96}, head_lr=1e-3),
-    # The recorded grid on 2 shared CPU cores (planned for about 70 minutes for the nine rows;
-    # the results files hold what it took): one epoch of subsets; a higher learning rate for the
-    # freshly initialised heads because the subsets give only tens of steps per task (the poster
-    # trains every weight at 1e-5).
-    "cpu": MultitaskScale(batch_size=32, epochs=1, max_length=64,
-                          train_limit={"sst": 2000, "quora": 2000, "sts": 800},
-                          dev_limit={"sst": None, "quora": 800, "sts": None}, head_lr=1e-3),
-    # The poster: batch 64 (16 with SMART), all the data, 10 epochs, one learning rate for
-    # every weight, the course's [CLS] pooler on bert-base-uncased.
-    "paper": MultitaskScale(batch_size=64, epochs=10, max_length=128, train_limit={}, dev_limit={},
-                            eval_batch_size=256, pooling="cls", smart_batch_size=16),
-}
-
-
-def scale_for(profile) -> MultitaskScale:
-    return SCALES.get(getattr(profile, "name", profile), SCALES["cpu"])
-
-
 @dataclass
 class MultitaskResult:
     best_epoch: int
@@ -349,7 +333,7 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
                     smart=None, eval_tasks=EVAL_TASKS, select_tasks=None, eval_batch_size: int = 128,
                     dist_info=None, verbose: bool = False, on_epoch_end=None,
                     head_lr: float | None = None, checkpoint_every: float | None = 300.0,
-                    on_step=None, precision: str = "fp32") -> MultitaskResult:
+                    on_step=None, precision: str = "fp32", grad_clip: float | None = None) -> MultitaskResult:
     """Train one model on the tasks in `train` (encoded examples per task) with a schedule.
 
     Every step is `train.training_step` on the task and batch the schedule names (SMART
@@ -363,6 +347,8 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
     from its last.pt (kept unless the schedule depends on the total, EPOCH_DEPENDENT).
     `dist_info` (distributed.DistInfo): each rank takes its share of every batch through DDP.
     `precision`: "fp32", "bf16" or "auto" (bf16 autocast where the hardware has it; train.autocast).
+    `grad_clip`: the gradient-norm limit of the steps SMART regularizes (the poster's code clips
+    on its SMART path only), or of every step when `smart` is None.
     """
     import torch
     from tqdm.auto import tqdm
@@ -382,7 +368,8 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
     lengths = {t: [it["length"] for it in train[t]] for t in tasks}
     fingerprint = {"schedule": schedule_name, "lr": lr, "batch_size": batch_size, "seed": seed, "epochs": epochs,
                    "sizes": sizes, "dev": {t: len(dev.get(t, [])) for t in eval_tasks}, "smart": bool(smart),
-                   "head_lr": head_lr, **({"precision": precision} if precision != "fp32" else {})}
+                   "head_lr": head_lr, **({"precision": precision} if precision != "fp32" else {}),
+                   **({"grad_clip": grad_clip} if grad_clip is not None else {})}
     # Only the annealed schedule depends on the total number of epochs; for the others a
     # finished run keeps last.pt and continues when asked for more epochs (as train.fit does).
     extendable = schedule_name not in EPOCH_DEPENDENT
@@ -444,8 +431,13 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
             items = [train[s.task][i] for i in shard(s.indices, info)]
             batch = T.to_device(T.collate(items, s.task), device)
             tokens += T.batch_tokens(batch)
+            # In a SMART row, a step SMART does not regularize (rrobin-pre's Quora-only phase) is a
+            # plain step: no adversarial term, no teacher update, no clipping, as the poster's code.
+            step_smart = smart if s.regularize else None
             with T.autocast(device, precision):
-                stats = T.training_step(net, s.task, batch, optimizer, smart=smart, teacher=teacher, step=step_no)
+                stats = T.training_step(net, s.task, batch, optimizer, smart=step_smart,
+                                        teacher=teacher if step_smart is not None else None, step=step_no,
+                                        grad_clip=grad_clip if smart is None or step_smart is not None else None)
             losses[s.task].append(stats["loss"])
             if step_no % 10 == 0:
                 bar.set_postfix({t: f"{np.mean(v[-10:]):.2f}" for t, v in losses.items() if v})
@@ -498,96 +490,74 @@ def _schedule_of(spec) -> str:
     return "single" if spec.schedule == "sst-only" else spec.schedule
 
 
-def table2_data(profile, tokenizer, scale: MultitaskScale | None = None, tasks=EVAL_TASKS):
-    """Encoded train and dev examples of each task at a profile's Table 2 scale, and sizes."""
-    from .data import load_task
+def table2_data(settings: dict, tokenizer, tasks=EVAL_TASKS):
+    """Encoded train and dev examples of each task under a Table 2 row's settings, and sizes."""
+    from .data import load_task, quora_fallback
     from .experiments import subset
     from .train import encode_examples
 
-    scale = scale or scale_for(profile)
     train, dev, sizes = {}, {}, {}
+    L = settings["max_length"]
     for t in tasks:
         full_train, full_dev = load_task(t, "train"), load_task(t, "dev")
-        tr = subset(full_train, scale.train_limit.get(t), f"{t}-train")
-        dv = subset(full_dev, scale.dev_limit.get(t), f"{t}-dev")
-        train[t], dev[t] = encode_examples(tr, tokenizer, scale.max_length), encode_examples(dv, tokenizer, scale.max_length)
+        tr = subset(full_train, settings["train_examples"].get(t), f"{t}-train")
+        dv = subset(full_dev, settings["dev_examples"].get(t), f"{t}-dev")
+        train[t], dev[t] = encode_examples(tr, tokenizer, L), encode_examples(dv, tokenizer, L)
         sizes.update({f"{t}_train_used": len(tr), f"{t}_train_available": len(full_train),
                       f"{t}_dev_used": len(dv), f"{t}_dev_available": len(full_dev)})
-    sizes["max_length"] = scale.max_length
+    sizes["max_length"] = L
     if "quora" in tasks:  # every Table 2 row evaluates Quora, also the SST-only rows
-        from .data import quora_fallback
-
         sizes["quora_train"] = quora_fallback() or "quora-train.csv"
     return train, dev, sizes
 
 
-def build_model(spec, profile, scale: MultitaskScale | None = None, device=None):
+def build_model(spec, settings: dict, device=None):
+    """The row's MultitaskBert (BERT, heads, relational layer) and its tokenizer."""
+    from .experiments import load_encoder
     from .heads import MultitaskBert
-    from .model import BertModel
 
-    scale = scale or scale_for(profile)
-    bert = BertModel.from_pretrained(profile.model, hidden_dropout_prob=profile.hidden_dropout)
-    model = MultitaskBert(bert, dropout=profile.hidden_dropout, num_sentiment_classes=5,
-                          relational=spec.relational, freeze_bert=spec.freeze_bert,
-                          pooling=spec.options.get("pooling", scale.pooling))
-    return model.to(device) if device is not None else model
+    bert, tokenizer = load_encoder(settings)
+    model = MultitaskBert(bert, dropout=settings["head_dropout"], num_sentiment_classes=5,
+                          relational=spec.relational, freeze_bert=spec.freeze_bert, pooling=settings["pooling"],
+                          sts_scale=settings["sts_target_scale"])
+    return (model.to(device) if device is not None else model), tokenizer
 
 
-def run_multitask_row(spec, profile, seed: int, device, run_dir, progress: bool = True) -> dict:
-    """Train one seed of a Table 2 row (experiments runner). Single-task rows ("sst-only")
-    train SST alone and, like the poster, evaluate all three tasks (untrained pair heads)."""
-    from .distributed import init_from_env
+def smart_config(settings: dict):
+    """The row's SmartConfig (None for rows without SMART), from protocol's `smart` settings."""
     from .smart import SmartConfig
-    from .tokenizer import Tokenizer
+
+    s = settings.get("smart")
+    if not s:
+        return None
+    return SmartConfig(lambda_s=s["lambda_s"], eps=s["epsilon"], sigma=s["sigma"], eta=s["eta"],
+                       steps=s["ascent_steps"], mu=s["mu"], beta=s["beta"],
+                       dropout_in_adversary=s["dropout_in_adversary"])
+
+
+def run_multitask_row(spec, settings: dict, seed: int, device, run_dir, progress: bool = True) -> dict:
+    """Train one seed of a Table 2 row (experiments runner) with its protocol settings.
+    Single-task rows ("sst-only") train SST alone and, like the poster, evaluate all three
+    tasks (untrained pair heads)."""
+    from .distributed import init_from_env
     from .train import fit_summary, resolve_precision, seed_everything
 
-    scale = scale_for(profile)
-    overrides = spec.options.get("scale", {}).get(profile.name)
-    if overrides:  # a row may change its profile's scale (e.g. more data); recorded below
-        from dataclasses import replace
-
-        scale = replace(scale, **overrides)
     info = init_from_env()
-    tokenizer = Tokenizer.from_pretrained(profile.model)
-    train, dev, sizes = table2_data(profile, tokenizer, scale)
-    train = {t: train[t] for t in spec.tasks}
     seed_everything(seed)  # the heads' initialisation depends on the seed
-    model = build_model(spec, profile, scale, device)
-    smart = SmartConfig(**spec.options.get("smart", {})) if spec.smart else None
-    lr = spec.learning_rate(profile)
-    head_lr = None if spec.freeze_bert else scale.head_lr
-    epochs = spec.epochs if spec.epochs is not None else scale.epochs
-    batch_size = scale.smart_batch_size if spec.smart and scale.smart_batch_size else scale.batch_size
+    model, tokenizer = build_model(spec, settings, device)
+    train, dev, sizes = table2_data(settings, tokenizer)
+    train = {t: train[t] for t in spec.tasks}
     name = _schedule_of(spec)
-    result = train_multitask(model, train, dev, schedule_name=name, epochs=epochs, lr=lr, head_lr=head_lr,
-                             batch_size=batch_size, seed=seed, run_dir=run_dir, device=device,
-                             progress=progress, smart=smart, eval_batch_size=scale.eval_batch_size,
-                             dist_info=info, precision=spec.options.get("precision", "fp32"))
+    result = train_multitask(model, train, dev, schedule_name=name, epochs=settings["epochs"], lr=settings["lr"],
+                             head_lr=settings["head_lr"], batch_size=settings["batch_size"], seed=seed,
+                             run_dir=run_dir, device=device, progress=progress, smart=smart_config(settings),
+                             grad_clip=settings["grad_clip"], dist_info=info, precision=settings["precision"])
     return {
         **fit_summary(result, sizes),
-        "hyperparameters": {
-            "schedule": name, "tasks_trained": list(spec.tasks), "tasks_evaluated": list(EVAL_TASKS),
-            "steps_per_epoch": result.steps_per_epoch, "batch_size": batch_size, "epochs": epochs,
-            "lr": lr, "head_lr": head_lr or lr, "max_length": scale.max_length,
-            "pooling": model.pooling, "relational": spec.relational, "freeze_bert": spec.freeze_bert,
-            "hidden_dropout": profile.hidden_dropout, "head_dropout": profile.hidden_dropout,
-            "smart": smart.to_dict() if smart else None, "world_size": info.world_size,
-            "precision": resolve_precision(spec.options.get("precision", "fp32"), device),
-            "optimizer": "AdamW (CS 224N variant), weight decay 0, no schedule; one step per task batch",
-            "selection": "best epoch by the mean dev metric of the trained tasks",
-            "sts_head": "relational: 5*sigmoid, MSE on the 0-5 scale" if spec.relational else "5*cos(u, v), MSE",
-        },
+        "hyperparameters": {"steps_per_epoch": result.steps_per_epoch, "world_size": info.world_size,
+                            "precision_resolved": resolve_precision(settings["precision"], device)},
     }
 
-
-def _register() -> None:
-    from .experiments import register_runner
-
-    for name in ("sst-only", "rrobin", "rrobin-pre", "rrobin-full", "proportional", "sqrt", "annealed"):
-        register_runner(name, run_multitask_row)
-
-
-_register()
 
 # The course's submission files (CS 224N 2023 default project, multitask_classifier.py):
 # a header "id \t Predicted_..." and one "id , prediction" line per example.

@@ -131,14 +131,15 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step."""
 
 
-def task_loss(task: str, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for classes, BCE with logits for one logit, MSE for scores (mean over batch)."""
+def task_loss(task: str, output: torch.Tensor, labels: torch.Tensor, sts_scale: float = 5.0) -> torch.Tensor:
+    """Cross-entropy for classes, BCE with logits for one logit, MSE for scores (mean over
+    batch) against sts_scale·label/5 (the head's `sts_scale`: 1 = the poster's label/5)."""
     kind = TASK_KIND[task]
     if kind == "categorical":
         return F.cross_entropy(output, labels)  # output (B, C), labels (B,)
     if kind == "bernoulli":
         return F.binary_cross_entropy_with_logits(output, labels.float())  # (B,)
-    return F.mse_loss(output, labels.float())  # (B,) scores on the 0-5 scale
+    return F.mse_loss(output, labels.float() * (sts_scale / 5.0))  # (B,) scores
 
 
 def check_finite(loss: torch.Tensor, step=None, task: str | None = None) -> None:
@@ -167,7 +168,7 @@ def training_step(model, task: str, batch: dict, optimizer, smart=None, teacher=
     else:
         embeddings, masks = model.embed(task, batch)
         output, terms = model.forward_from_embeddings(task, embeddings, masks), None
-    loss = task_loss(task, output, batch["labels"])
+    loss = task_loss(task, output, batch["labels"], getattr(model, "sts_scale", 5.0))
     stats = {"task_loss": float(loss.detach())}
     if terms is not None:
         loss = loss + terms["reg"]

@@ -5,12 +5,13 @@ from pathlib import Path
 import pytest
 
 from minbert_lib import experiments as ex
+from minbert_lib import protocol as P
 from minbert_lib.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fake_runner(spec, profile, seed, device, run_dir, progress=True):
+def fake_runner(spec, settings, seed, device, run_dir, progress=True):
     acc = 0.5 + 0.01 * seed
     return {"metrics": {f"{spec.tasks[0]}_acc": acc},
             "history": [{"epoch": 1, f"{spec.tasks[0]}_acc": acc - 0.1, "train_loss": 1.0,
@@ -24,21 +25,22 @@ def fake_runner(spec, profile, seed, device, run_dir, progress=True):
 @pytest.fixture
 def fake_table(monkeypatch):
     monkeypatch.setitem(ex.RUNNERS, "fake", fake_runner)
-    monkeypatch.setitem(ex.TABLES, "tabletest", {})
-    ex.register_row(ex.RowSpec("tabletest", "row-a", tasks=("sst",), schedule="fake", seeds=(0, 1, 2)))
-    ex.register_row(ex.RowSpec("tabletest", "row-b", tasks=("quora",), schedule="fake"))
+    three = {"quick": (P.Change("seeds", 3, "a test row with three seeds"),)}
+    monkeypatch.setitem(ex.TABLES, "tabletest", {
+        "row-a": P.RowSpec("tabletest", "row-a", tasks=("sst",), schedule="fake", changes=three),
+        "row-b": P.RowSpec("tabletest", "row-b", tasks=("quora",), schedule="fake")})
     return ex.TABLES["tabletest"]
 
 
-def test_table1_rows_are_registered():
+def test_table1_rows_are_declared():
     rows = ex.TABLES["table1"]
     assert {"sst-pretrain", "sst-finetune", "cfimdb-pretrain", "cfimdb-finetune"} <= set(rows)
     assert rows["sst-pretrain"].freeze_bert and not rows["sst-finetune"].freeze_bert
     cpu = get_profile("cpu")
-    assert rows["sst-pretrain"].learning_rate(cpu) == cpu.lr_pretrain
-    assert rows["cfimdb-finetune"].learning_rate(cpu) == cpu.lr_finetune
+    assert P.settings(rows["sst-pretrain"], "cpu")["lr"] == cpu.lr_pretrain
+    assert P.settings(rows["cfimdb-finetune"], "cpu")["lr"] == cpu.lr_finetune
     assert set(ex.REFERENCE_TABLE1) <= set(rows)
-    assert rows["sst-pretrain-mean"].options["pooling"] == "mean" and rows["sst-pretrain-mean"].freeze_bert
+    assert P.settings(rows["sst-pretrain-mean"], "cpu")["pooling"] == "mean" and rows["sst-pretrain-mean"].freeze_bert
 
 
 def test_run_writes_valid_rows_skips_and_forces(fake_table, tmp_path, capsys):
@@ -54,6 +56,7 @@ def test_run_writes_valid_rows_skips_and_forces(fake_table, tmp_path, capsys):
     assert ex.mean_std(rec, "sst_acc") == "0.510 ± 0.010"
     assert rec["training_seconds"] == pytest.approx(3 * (11.0 + 13.0))  # every seed's epochs, not this call's
     assert "quora_train" in records["row-b"]["data"]  # the fallback is recorded for Quora rows
+    assert rec["protocol"] == P.row_protocol(fake_table["row-a"], "quick")  # settings and deviations
     assert not list((tmp_path / "quick" / "tabletest").glob(".*tmp"))  # atomic writes leave no temp files
     date = rec["date"]
     ex.run_table("tabletest", prof, **kw)
@@ -81,12 +84,11 @@ def test_schema_rejects_broken_records(fake_table, tmp_path):
 def test_unknown_rows_and_schedules_fail_clearly(fake_table, tmp_path):
     with pytest.raises(KeyError, match="Unknown rows"):
         ex.run_table("tabletest", get_profile("quick"), rows=["nope"], results_root=tmp_path)
-    spec = ex.RowSpec("tabletest", "row-c", schedule="not-registered")
+    spec = P.RowSpec("tabletest", "row-c", schedule="not-registered")
     with pytest.raises(KeyError, match="No runner"):
         ex.run_row(spec, get_profile("quick"), results_root=tmp_path)
 
 
-ex._load_extensions()  # modules that register more tables (multitask: table2)
 ROW_FILES = sorted(p for p in (ROOT / "results").glob("*/*/*.json") if p.parent.name in ex.TABLES)
 
 
@@ -116,12 +118,14 @@ def test_only_rank_zero_writes_the_results_file(fake_table, tmp_path, monkeypatc
 
 
 def test_table2_smart_rows_pin_the_posters_variant():
+    from minbert_lib.multitask import smart_config
     from minbert_lib.smart import SmartConfig
 
     assert SmartConfig().dropout_in_adversary == "same"  # the library's default: no eval-mode recompute
     for name, spec in ex.TABLES["table2"].items():
         if spec.smart:
-            assert spec.options["smart"] == {"dropout_in_adversary": False}, name
+            for profile in P.PROFILE_NAMES:
+                assert smart_config(P.settings(spec, profile)).dropout_in_adversary is False, name
 
 
 def test_cli_reports_bad_input_in_one_line(capsys):
@@ -131,9 +135,9 @@ def test_cli_reports_bad_input_in_one_line(capsys):
 
 
 def test_each_seed_records_the_commits_that_trained_it(fake_table, tmp_path, monkeypatch):
-    def runner(spec, profile, seed, device, run_dir, progress=True):  # a finished seed leaves done.json
-        out = fake_runner(spec, profile, seed, device, run_dir)
-        (run_dir / "done.json").write_text(json.dumps({"epochs": spec.epochs or 2}))
+    def runner(spec, settings, seed, device, run_dir, progress=True):  # a finished seed leaves done.json
+        out = fake_runner(spec, settings, seed, device, run_dir)
+        (run_dir / "done.json").write_text(json.dumps({"epochs": settings["epochs"]}))
         return out
 
     monkeypatch.setitem(ex.RUNNERS, "fake", runner)
@@ -144,8 +148,8 @@ def test_each_seed_records_the_commits_that_trained_it(fake_table, tmp_path, mon
     monkeypatch.setattr(ex, "git_commit", lambda: "bbb")
     rec = ex.run_row(spec, prof, seeds=[0, 1], force=True, **kw)  # seed 0 reused, seed 1 trained now
     assert [r["commits"] for r in rec["runs"]] == [["aaa"], ["bbb"]] and rec["commit"] == "bbb"
-    monkeypatch.setitem(fake_table, "row-a", ex.RowSpec("tabletest", "row-a", tasks=("sst",), schedule="fake",
-                                                         epochs=3))
+    monkeypatch.setitem(fake_table, "row-a", P.RowSpec("tabletest", "row-a", tasks=("sst",), schedule="fake",
+                                                        changes={"quick": (P.Change("epochs", 3, "one epoch more"),)}))
     rec = ex.run_row(fake_table["row-a"], prof, seeds=[0], force=True, **kw)  # continued: done.json changes
     assert rec["runs"][0]["commits"] == ["aaa", "bbb"]
     legacy = tmp_path / "ckpt" / "quick" / "tabletest" / "row-a" / "seed2"

@@ -1,0 +1,102 @@
+"""The experiment's specification (minbert_lib.protocol): the paper profile is the poster's
+experiment, every other difference is declared with a reason, and the command prints it."""
+import json
+
+import pytest
+
+from minbert_lib import experiments as ex
+from minbert_lib import protocol as P
+from minbert_lib.errors import MinbertError
+from minbert_lib.profiles import PROFILES
+
+ROWS = [row for table in ("table1", "table2") for row in P.TABLES[table].values()]
+SMART_ROWS = [r for r in ROWS if r.smart]
+
+
+def test_the_tables_hold_the_posters_rows():
+    assert list(P.TABLES["table2"]) == list(ex.REFERENCE_TABLE2)
+    assert set(ex.REFERENCE_TABLE1) <= set(P.TABLES["table1"])
+    assert {r.name for r in SMART_ROWS} == {"finetune-smart", "rrobin+smart", "rrobin-pre+smart",
+                                            "rrobin-full+smart"}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
+def test_paper_settings_are_the_posters(row):
+    s = P.settings(row, "paper")
+    assert s["model"] == "bert-base-uncased" and s["epochs"] == 10
+    assert s["bert_hidden_dropout"] == 0.1 and s["head_dropout"] == 0.3  # 0.3 in the heads only
+    assert s["lr"] == (1e-3 if row.freeze_bert else 1e-5) and s["head_lr"] is None
+    assert s["max_length"] == 512 and s["pooling"] == row.options.get("pooling", "cls")
+    assert all(v is None for v in s["train_examples"].values())  # all the data
+    if row.smart:
+        assert s["batch_size"] == 16 and s["grad_clip"] == 1.0
+        assert {k: s["smart"][k] for k in ("lambda_s", "epsilon", "sigma", "eta", "ascent_steps", "beta", "mu")} == {
+            "lambda_s": 5.0, "epsilon": 1e-5, "sigma": 1e-5, "eta": 1e-3, "ascent_steps": 1, "beta": 0.995, "mu": 1.0}
+        assert s["smart"]["dropout_in_adversary"] is False  # the poster's customization
+    else:
+        assert s["batch_size"] == (8 if row.tasks[0] == "cfimdb" else 64) and s["grad_clip"] is None
+    if row.table == "table2":
+        assert s["sts_target_scale"] == 1  # mse_loss(cos(u, v), label / 5)
+    # the paper profile departs from the poster only where the book fixes or adds something
+    assert {d["setting"] for d in P.deviations(row, "paper")} <= {"precision", "seeds", "smart.single_logit"}
+
+
+@pytest.mark.parametrize("profile", P.PROFILE_NAMES)
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
+def test_every_difference_from_the_poster_is_declared_with_a_reason(row, profile):
+    s, poster = P.settings(row, profile), P.poster_settings(row)
+    devs = {d["setting"]: d for d in P.deviations(row, profile)}
+    flat = lambda d: {**{k: v for k, v in d.items() if k != "smart"},  # noqa: E731
+                      **{f"smart.{k}": v for k, v in d.get("smart", {}).items()}}
+    for key, value in flat(s).items():
+        if key == "smart":
+            continue
+        if value != flat(poster)[key]:
+            assert key in devs, f"{row.name}/{profile}: {key} differs from the poster but is not declared"
+            assert devs[key]["value"] == value and devs[key]["poster"] == flat(poster)[key]
+            assert len(devs[key]["reason"]) > 20
+        else:
+            assert key not in devs
+
+
+def test_cpu_profile_trains_table2_on_all_the_offline_data_with_three_seeds():
+    for row in P.TABLES["table2"].values():
+        s = P.settings(row, "cpu")
+        assert s["seeds"] == 3 and s["epochs"] >= 3
+        assert all(v is None for v in s["train_examples"].values())
+        assert all(v is None for v in s["dev_examples"].values())  # all 4,212 held-out Quora pairs
+        assert s["bert_hidden_dropout"] == 0.1 and s["sts_target_scale"] == 1
+
+
+def test_chapter_profiles_agree_with_the_protocol():
+    """Chapters read profiles.PROFILES; the runner reads the protocol: the same Table 1 values."""
+    for name, prof in PROFILES.items():
+        s = P.settings(P.TABLES["table1"]["sst-finetune"], name)
+        assert (prof.model, prof.lr_finetune, prof.batch_size, prof.epochs, prof.max_length, prof.precision,
+                prof.head_dropout) == (s["model"], s["lr"], s["batch_size"], s["epochs"], s["max_length"],
+                                       s["precision"], s["head_dropout"]), name
+
+
+def test_protocol_command_prints_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "paper.json"
+    assert ex.main(["protocol", "--profile", "paper", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "rrobin-full+smart" in text and "grad_clip" in text
+    proto = json.loads(out.read_text())
+    assert proto["profile"] == "paper" and set(proto["rows"]) == {r.name for r in ROWS}
+    row = proto["rows"]["rrobin+smart"]
+    for key in ("bert_hidden_dropout", "head_dropout", "lr", "batch_size", "epochs", "grad_clip", "sts_target_scale"):
+        assert key in row["settings"]
+    assert set(row["settings"]["smart"]) >= {"lambda_s", "epsilon", "sigma", "eta", "ascent_steps", "beta", "mu"}
+    assert all(set(d) == {"setting", "value", "poster", "reason"} for d in row["deviations"])
+
+
+def test_unknown_profile_is_one_clear_error():
+    with pytest.raises(MinbertError, match="unknown profile 'Quick'"):
+        P.settings(ROWS[0], "Quick")
+
+
+def test_smoke_settings_shrink_a_row_to_a_few_steps():
+    s = P.smoke_settings(P.settings(P.TABLES["table2"]["rrobin-pre+smart"], "paper"))
+    assert s["model"].startswith("random:") and s["epochs"] == 1 and s["batch_size"] <= 8
+    assert s["smart"]["lambda_s"] == 5.0 and s["grad_clip"] == 1.0  # the row's code path is kept
