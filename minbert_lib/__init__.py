@@ -5,4 +5,7 @@ data, and the fine-tuning machinery the chapters build: single-task training, SM
 (adversarial regularizer, Bregman proximal point), multitask schedules and the relational
 layer. Each module names the chapter that introduces it.
 """
-__version__ = "0.2.0"
+# The one setting to change when the book is published: where the Colab cells install from
+# (minbert_lib.colab). _config.yml's repository url must match (tests/test_colab.py).
+REPOSITORY = "https://github.com/minbert-book/minbert-book"
+__version__ = "0.3.0"

@@ -42,7 +42,7 @@ def compare_loop(args) -> Comparison:
 
     def model():
         torch.manual_seed(0)
-        return MultitaskBert(BertModel.from_pretrained(args.checkpoint, hidden_dropout_prob=0.3), dropout=0.3)
+        return MultitaskBert(BertModel.from_pretrained(args.checkpoint), dropout=0.3)  # BERT keeps its own 0.1
 
     raw_model, loop_model = model(), model()
     raw_opt = AdamW(raw_model.trainable_parameters(), lr=args.lr)

@@ -170,16 +170,24 @@ def repo_root() -> Path | None:
     return root if (root / "pyproject.toml").is_file() else None
 
 
+def _run_root() -> Path:
+    """Where results/ and checkpoints/ live: $MINBERT_RUN_DIR (e.g. a Google Drive folder on
+    Colab, colab.use_drive), else the repository root, else the working directory."""
+    if os.environ.get("MINBERT_RUN_DIR"):
+        return Path(os.environ["MINBERT_RUN_DIR"]).expanduser()
+    return repo_root() or Path.cwd()
+
+
 def results_dir() -> Path:
     if os.environ.get("MINBERT_RESULTS_DIR"):
         return Path(os.environ["MINBERT_RESULTS_DIR"])
-    return (repo_root() or Path.cwd()) / "results"
+    return _run_root() / "results"
 
 
 def checkpoints_dir() -> Path:
     if os.environ.get("MINBERT_CHECKPOINT_DIR"):
         return Path(os.environ["MINBERT_CHECKPOINT_DIR"])
-    return (repo_root() or Path.cwd()) / "checkpoints"
+    return _run_root() / "checkpoints"
 
 
 def git_commit() -> str:

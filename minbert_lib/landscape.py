@@ -185,16 +185,15 @@ def compare_rows(profile_name: str = "cpu", rows=("finetune-default", "finetune-
     dev subset; the same computation as Chapter 7's table."""
     import time
 
-    from . import experiments, smart
+    from . import experiments, protocol, smart
     from .data import load_task
     from .multitask import build_model
-    from .tokenizer import Tokenizer
     from .train import collate, encode_examples, evaluate, load_trainable_state, make_batches
 
-    profile = experiments.get_profile(profile_name)
-    tokenizer = Tokenizer.from_pretrained(profile.model)
-    dev_items = encode_examples(experiments.subset(load_task("sst", "dev"), 256, "sst-dev"), tokenizer,
-                                profile.max_length_for("sst"))
+    specs = {row: protocol.find_row("table2", row) for row in rows}
+    max_length = protocol.settings(specs[rows[0]], profile_name)["max_length"]
+    _, tokenizer = build_model(specs[rows[0]], protocol.settings(specs[rows[0]], profile_name))
+    dev_items = encode_examples(experiments.subset(load_task("sst", "dev"), 256, "sst-dev"), tokenizer, max_length)
     probe = collate(dev_items[:probe_size], "sst")
     record = {"what": f"loss landscape around the best checkpoints of the {profile_name}-profile Table 2 rows "
                       + " and ".join(rows) + " (Chapter 7)",
@@ -208,7 +207,7 @@ def compare_rows(profile_name: str = "cpu", rows=("finetune-default", "finetune-
         if not path.is_file():
             raise FileNotFoundError(f"No checkpoint {path}: run python -m minbert_lib.experiments run table2 "
                                     f"--profile {profile_name} --rows {row}")
-        model = build_model(experiments.TABLES["table2"][row], profile)
+        model, _ = build_model(specs[row], protocol.settings(specs[row], profile_name))
         load_trainable_state(model, torch.load(path, map_location="cpu"))
         model.eval()
         acc = evaluate(model, "sst", make_batches(dev_items, "sst", 64))[0]["sst_acc"]
