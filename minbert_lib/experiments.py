@@ -354,10 +354,9 @@ def row_path(profile: str, table: str, row: str, root: Path | None = None) -> Pa
 
 
 def write_json_atomic(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    from .rundir import atomic_write_text  # temporary file removed, one-line WriteError on failure
+
+    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False) + "\n", what="results file")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
