@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from .errors import UsageError
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -108,9 +110,12 @@ PROFILES = {
 
 def get_profile(name: str | None = None) -> Profile:
     """The profile named, else $MINBERT_PROFILE, else "quick"."""
-    name = name or os.environ.get("MINBERT_PROFILE", "quick")
+    source = "--profile"
+    if not name:
+        name, source = os.environ.get("MINBERT_PROFILE", "quick"), "MINBERT_PROFILE"
     if name not in PROFILES:
-        raise ValueError(f"Unknown profile {name!r} (MINBERT_PROFILE); choose one of {sorted(PROFILES)}")
+        case = " (names are lower case)" if name.lower() in PROFILES else ""
+        raise UsageError(f"Unknown profile {name!r} ({source}); choose one of {', '.join(sorted(PROFILES))}{case}")
     return PROFILES[name]
 
 
