@@ -116,17 +116,18 @@ class RunDirConflict(MinbertError, ValueError):
 
 class CorruptRunFile(RunDirConflict):
     """done.json, last.pt or best.pt of a run folder cannot be read (truncated, not JSON).
-    `path` is the file; experiments.run_row adds how to discard that seed alone."""
+    `problem` names the file and the cause, `action` what to do: experiments.run_row replaces
+    it with how to discard that seed alone."""
 
-    def __init__(self, message: str, path: Path):
-        super().__init__(message)
-        self.path = Path(path)
+    def __init__(self, problem: str, path: Path, action: str):
+        super().__init__(f"{problem}. {action}")
+        self.problem, self.path = problem, Path(path)
 
 
 def _corrupt(path: Path, folder: Path, e: BaseException) -> CorruptRunFile:
     cause = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
-    return CorruptRunFile(f"{path} cannot be read ({cause}); it may be truncated by an interrupted "
-                          f"write or a full disk. Delete the folder {folder} to train this run again", path)
+    return CorruptRunFile(f"{path} cannot be read ({cause}); it may be truncated by an interrupted write or a "
+                          "full disk", path, f"Delete the folder {folder} to train this run again")
 
 
 def _load(path: Path, folder: Path, **kwargs):
