@@ -76,7 +76,7 @@ def check_writable(folder: Path, what: str, hint: str = "") -> None:
             pass
     except OSError as e:
         raise WriteError(f"the {what} {folder} is not writable ({_cause(e)}); make it writable"
-                         + (f" or {hint}" if hint else "") + " before training") from None
+                         + (f" or {hint}" if hint else "")) from None
 
 
 @contextmanager
