@@ -494,13 +494,13 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
 
     from .errors import UnknownName, UsageError
     from .profiles import pick_device
-    from .rundir import DONE_FILE, CorruptRunFile, check_writable
+    from .rundir import DONE_FILE, CorruptRunFile, check_writable, read_json
 
     path = row_path(profile.name, spec.table, spec.name, results_root)
     force = force or bool(discard)
     if path.is_file() and not (force or fresh):
         print(f"{spec.table}/{spec.name}: recorded in {path}, skipped (--force reruns)")
-        return json.loads(path.read_text())
+        return read_json(path, "restore it (git checkout) or record the row again with --force")
     if spec.schedule not in RUNNERS:
         raise UnknownName(f"No runner for schedule {spec.schedule!r} (row {spec.name}); registered: {sorted(RUNNERS)}")
     device = torch.device(device) if device is not None else pick_device()
@@ -587,7 +587,10 @@ def load_results(profile: str, table: str, root: Path | None = None) -> dict:
     folder = (root or results_dir()) / profile / table
     if not folder.is_dir():
         return {}
-    records = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    from .rundir import read_json
+
+    again = f"restore it (git checkout -- {folder}) or record the row again with --force"
+    records = {p.stem: read_json(p, again) for p in sorted(folder.glob("*.json"))}
     order = [r for r in TABLES.get(table, {}) if r in records] + [r for r in records if r not in TABLES.get(table, {})]
     return {r: records[r] for r in order}
 

@@ -79,6 +79,14 @@ def check_writable(folder: Path, what: str, hint: str = "") -> None:
                          + (f" or {hint}" if hint else "")) from None
 
 
+def read_json(path: Path, action: str):
+    """json.loads of a file the library wrote; a damaged one is a MinbertError naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        raise MinbertError(f"{path} cannot be read as JSON ({e}); {action}") from None
+
+
 @contextmanager
 def atomic_folder(out: Path):
     """Yield an empty temporary folder beside `out`; when the block ends normally it replaces
