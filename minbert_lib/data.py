@@ -212,12 +212,12 @@ def _undecodable_line(path: Path) -> int:
 
 
 def _label_problem(value, labels) -> str | None:
-    """Why `value` is not a label of the task (None when it is one)."""
-    if labels is None:
-        return None
+    """Why `value` (None: it did not parse) is not a label of the task (None when it is one)."""
     if isinstance(labels, range):
-        if value not in labels:
-            return f"is not a class {labels.start}-{labels.stop - 1}"
+        return None if value in labels else f"is not a class {labels.start}-{labels.stop - 1}"
+    if value is None:
+        return "is not a number"
+    if labels is None:
         return None
     low, high = labels
     if not math.isfinite(value) or not low <= value <= high:
@@ -254,7 +254,7 @@ def _read_rows(path: Path, columns, label_column, label_type, labels):
                     label = label_type(raw)
                 except (ValueError, OverflowError):
                     label = None
-                problem = "is not a number" if label is None else _label_problem(label, labels)
+                problem = _label_problem(label, labels)
                 if problem:
                     raise DataError(f"{path}, line {line}: bad {label_column} value {raw!r}, which {problem}; "
                                     "fix or remove that line, or restore the original file")

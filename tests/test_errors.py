@@ -88,9 +88,9 @@ PAIR = "\tid\tsentence1\tsentence2\t{col}\n0\tp1\tA cat .\tA cat .\t1\n1\tp2\tA 
 @pytest.mark.parametrize("task, file, text, words", [
     ("sst", "ids-sst-dev.csv", SINGLE.format(7), ["'7'", "0-4"]),  # was an IndexError mid-training
     ("sst", "ids-sst-dev.csv", SINGLE.format(-1), ["'-1'", "0-4"]),
-    ("sst", "ids-sst-dev.csv", SINGLE.format("2.5"), ["'2.5'", "not a number"]),
+    ("sst", "ids-sst-dev.csv", SINGLE.format("2.5"), ["'2.5'", "not a class 0-4"]),
     ("cfimdb", "ids-cfimdb-dev.csv", SINGLE.format(2), ["'2'", "0-1"]),
-    ("quora", "quora-dev.csv", PAIR.format("0.5", col="is_duplicate"), ["'0.5'", "not a number"]),
+    ("quora", "quora-dev.csv", PAIR.format("0.5", col="is_duplicate"), ["'0.5'", "not a class 0-1"]),
     ("quora", "quora-dev.csv", PAIR.format(3, col="is_duplicate"), ["'3'", "0-1"]),
     ("sts", "sts-dev.csv", PAIR.format("nan", col="similarity"), ["'nan'", "finite number in 0-5"]),  # was "lower the lr"
     ("sts", "sts-dev.csv", PAIR.format(99, col="similarity"), ["'99'", "finite number in 0-5"]),  # trained silently
