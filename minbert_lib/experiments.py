@@ -23,7 +23,8 @@ Command line:
 
 Rows already recorded are skipped; `--force` records them again, reusing the seeds whose
 training finished (so `--force --seeds 0 1 2` trains only the new seeds), and `--fresh`
-retrains from scratch. An interrupted row resumes from the per-seed checkpoints under
+retrains from scratch; `--discard-seed K` retrains only seed K (a damaged done.json or last.pt)
+and reuses the others. An interrupted row resumes from the per-seed checkpoints under
 checkpoints/<profile>/<table>/<row>/seed<k>/. Used by Chapter 5
 (Table 1, notebooks/05_single_task) and the results chapter (notebooks/09_results).
 """

@@ -133,7 +133,8 @@ class CorruptRunFile(RunDirConflict):
 
 
 def _corrupt(path: Path, folder: Path, e: BaseException) -> CorruptRunFile:
-    cause = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+    first = str(e).splitlines()[0].split(". ")[0] if str(e) else ""  # torch's messages run on for lines
+    cause = f"{type(e).__name__}: {first}".rstrip(": ")
     return CorruptRunFile(f"{path} cannot be read ({cause}); it may be truncated by an interrupted write or a "
                           "full disk", path, f"Delete the folder {folder} to train this run again")
 
