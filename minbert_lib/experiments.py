@@ -30,7 +30,6 @@ checkpoints/<profile>/<table>/<row>/seed<k>/. Used by Chapter 5
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import os
