@@ -35,12 +35,15 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
 from . import __version__
+from .errors import ArgumentParser, positive_int, run_command
+from .rundir import atomic_write_text, check_writable
 
 StepFn = Callable[[], object]
 
@@ -223,7 +226,7 @@ def load_comparisons() -> None:
 
 def make_parser() -> argparse.ArgumentParser:
     load_comparisons()
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m minbert_lib.bench",
         description="Time training steps, interleaved in one process, and print medians and ratios.",
     )
@@ -233,11 +236,11 @@ def make_parser() -> argparse.ArgumentParser:
         if name != "hf":  # shorthands: --smart is --compare smart
             p.add_argument(f"--{name}", dest="compare", action="store_const", const=name,
                            help=f"same as --compare {name}")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per candidate (default 20)")
+    p.add_argument("--steps", type=positive_int, default=20, help="timed steps per candidate (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--threads", type=positive_int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--seq-len", type=positive_int, default=64)
     p.add_argument("--padding", choices=["random", "none"], default="random",
                    help="random: lengths uniform in [seq_len/4, seq_len], one full; none: no padding (default random)")
     p.add_argument("--optimizer", choices=["minbert", "torch"], default="minbert",
@@ -295,14 +298,21 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads > 1 and os.cpu_count() and os.getloadavg()[0] > os.cpu_count():
         print(f"  note: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: timings are noisy")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_write_text(Path(args.json), json.dumps(result, indent=2), what="JSON file")
         print(f"  wrote {args.json}")
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(make_parser().parse_args(argv))
+    # a bad input (an unreadable --checkpoint, --threads 0, a full disk): one "error:" line, exit 2
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    args = make_parser().parse_args(argv)
+    if args.json:  # before the timings, not after them
+        check_writable(Path(args.json).resolve().parent, "folder of --json")
+    run(args)
     return 0
 
 

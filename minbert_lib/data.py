@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import os
 import random
 import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import MinbertError
 
 SOURCE_URL = "https://raw.githubusercontent.com/gpoesia/minbert-default-final-project/main/data/"
 # SHA-256 of the files as published (commit 7ac8260, 2023-03-03).
@@ -45,19 +48,31 @@ CHECKSUMS = {
 # truncated file or an error page), where that number is known.
 UNCHECKED = {"quora-train.csv": 141_506, "quora-test-student.csv": None}
 
+def _whole(text: str) -> int:
+    """A class label written as "1" or "1.0" (quora's files): "0.5", "nan" are not labels."""
+    value = float(text)
+    if not value.is_integer():
+        raise ValueError(text)
+    return int(value)
+
+
 TASKS = {
-    # task: (file stem, columns, label column, label type, is a pair task)
+    # task: (file stem, columns, label column, label type)
     "sst": ("ids-sst", ("sentence",), "sentiment", int),
     "cfimdb": ("ids-cfimdb", ("sentence",), "sentiment", int),
-    "quora": ("quora", ("sentence1", "sentence2"), "is_duplicate", lambda s: int(float(s))),
+    "quora": ("quora", ("sentence1", "sentence2"), "is_duplicate", _whole),
     "sts": ("sts", ("sentence1", "sentence2"), "similarity", float),
 }
+# The labels each task allows: classes (a range) or a closed interval of scores. Checked when a
+# file is read, so a bad label is reported with its file and line rather than as an IndexError
+# (sentiment 7), a "non-finite loss" (similarity nan) or not at all (similarity 99) in training.
+LABELS = {"sst": range(5), "cfimdb": range(2), "quora": range(2), "sts": (0.0, 5.0)}
 SPLITS = {"train": "train", "dev": "dev", "test": "test-student"}
 QUORA_FALLBACK_TRAIN = 16_000  # pairs of quora-dev.csv used for training when quora-train.csv is absent
 QUORA_FALLBACK_SEED = 0
 
 
-class DataError(RuntimeError):
+class DataError(MinbertError, RuntimeError):
     """The task files are missing, unreadable or malformed; the message says what to do."""
 
 
@@ -76,14 +91,26 @@ def _cache_dir() -> Path:
     return Path(base) / "minbert" / "cs224n"
 
 
+_WHAT_TO_DO = ("Set MINBERT_DATA_DIR to a folder holding them (ids-sst-train.csv, sts-train.csv, ...), "
+               f"or run where there is a network so they can be downloaded from {SOURCE_URL} into the cache "
+               "(in this repository's CI they are at ../shared/data/cs224n).")
+
+
 def _missing_message(where: str) -> str:
-    return (
-        f"The CS 224N task files were not found ({where}).\n"
-        "Set MINBERT_DATA_DIR to a folder holding them (ids-sst-train.csv, sts-train.csv, ...),\n"
-        "or run where there is a network so they can be downloaded from\n"
-        f"  {SOURCE_URL}\n"
-        "into the cache. In this repository's CI they are at ../shared/data/cs224n."
-    )
+    return f"The CS 224N task files were not found: {where}. {_WHAT_TO_DO}"
+
+
+def _env_dir_problem(env: str, path: Path) -> str | None:
+    """What is wrong with the folder MINBERT_DATA_DIR names, or None if it holds the task files."""
+    if not path.exists():
+        return f"MINBERT_DATA_DIR={env}: the folder does not exist"
+    if not path.is_dir():
+        return f"MINBERT_DATA_DIR={env} is a file, not a folder"
+    if (path / "ids-sst-train.csv").is_file():
+        return None
+    if not any(path.glob("*.csv")):
+        return f"MINBERT_DATA_DIR={env}: the folder has no task files (no .csv file at all)"
+    return f"MINBERT_DATA_DIR={env}: the folder has no ids-sst-train.csv"
 
 
 def data_dir(download: bool = True) -> Path:
@@ -91,8 +118,9 @@ def data_dir(download: bool = True) -> Path:
     env = os.environ.get("MINBERT_DATA_DIR")
     if env:
         path = Path(env).expanduser()
-        if not (path / "ids-sst-train.csv").is_file():
-            raise DataError(_missing_message(f"MINBERT_DATA_DIR={env} has no ids-sst-train.csv"))
+        problem = _env_dir_problem(env, path)
+        if problem:
+            raise DataError(_missing_message(problem))
         return path
     cache = _cache_dir()
     if all((cache / f).is_file() for f in CHECKSUMS):
@@ -154,19 +182,58 @@ def _count_rows(path: Path) -> int:
         return 0
 
 
-def read_task_file(path: Path, columns: tuple[str, ...], label_column: str | None, label_type=float):
+def read_task_file(path: Path, columns: tuple[str, ...], label_column: str | None, label_type=float,
+                   labels=None):
     """Read one tab-separated task file. Rows with an empty label are skipped (quora-dev.csv
-    has two); any other malformed row raises DataError naming the file and line."""
+    has two); any other malformed row, undecodable bytes, or a label outside `labels` (a range
+    of classes or a (low, high) interval, see LABELS) raises DataError naming the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"Missing task file {path}. " + _missing_message(str(path.parent)).split("\n", 1)[1])
+        raise DataError(f"Missing task file {path}. {_WHAT_TO_DO}")
+    try:
+        return _read_rows(path, columns, label_column, label_type, labels)
+    except UnicodeDecodeError as e:
+        line = _undecodable_line(path)
+        raise DataError(f"{path}, line {line}: bytes that are not UTF-8 ({e.reason}); the file is damaged "
+                        "or in another encoding: restore or re-download it") from None
+    except csv.Error as e:
+        raise DataError(f"{path}: not a readable tab-separated file ({e}); restore or re-download it") from None
+
+
+def _undecodable_line(path: Path) -> int:
+    """The 1-based number of the first line of `path` that is not valid UTF-8."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
+
+
+def _label_problem(value, labels) -> str | None:
+    """Why `value` (None: it did not parse) is not a label of the task (None when it is one)."""
+    if isinstance(labels, range):
+        return None if value in labels else f"is not a class {labels.start}-{labels.stop - 1}"
+    if value is None:
+        return "is not a number"
+    if labels is None:
+        return None
+    low, high = labels
+    if not math.isfinite(value) or not low <= value <= high:
+        return f"is not a finite number in {low:g}-{high:g}"
+    return None
+
+
+def _read_rows(path: Path, columns, label_column, label_type, labels):
     examples, skipped = [], 0
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, delimiter="\t")
         needed = ["id", *columns] + ([label_column] if label_column else [])
         absent = [c for c in needed if c not in (reader.fieldnames or [])]
         if absent:
-            raise DataError(f"{path}, line 1: header lacks column(s) {absent}; found {reader.fieldnames}")
+            raise DataError(f"{path}, line 1: header lacks column(s) {absent}; found {reader.fieldnames}. "
+                            "Is it a CS 224N task file? Restore or re-download it")
         for row in reader:
             line = reader.line_num
             values = [row.get(c) for c in ("id", *columns)]
@@ -176,7 +243,7 @@ def read_task_file(path: Path, columns: tuple[str, ...], label_column: str | Non
             if any(row.get(c) is None for c in needed) or None in row:
                 found = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
                 raise DataError(f"{path}, line {line}: expected {len(reader.fieldnames)} tab-separated "
-                                f"fields, found {found}")
+                                f"fields, found {found}; fix that line or restore the original file")
             label = None
             if label_column:
                 raw = row[label_column].strip()
@@ -185,13 +252,17 @@ def read_task_file(path: Path, columns: tuple[str, ...], label_column: str | Non
                     continue
                 try:
                     label = label_type(raw)
-                except ValueError:
-                    raise DataError(f"{path}, line {line}: bad {label_column} value {raw!r}") from None
+                except (ValueError, OverflowError):
+                    label = None
+                problem = _label_problem(label, labels)
+                if problem:
+                    raise DataError(f"{path}, line {line}: bad {label_column} value {raw!r}, which {problem}; "
+                                    "fix or remove that line, or restore the original file")
             texts = [v.strip() for v in values[1:]]
             examples.append(Example(values[0].strip(), *texts, label=label) if len(texts) == 2
                             else Example(values[0].strip(), texts[0], None, label))
     if not examples:
-        raise DataError(f"{path} holds no examples")
+        raise DataError(f"{path} holds no examples; restore or re-download it")
     return examples
 
 
@@ -208,7 +279,7 @@ def _read(task: str, split: str, directory: Path):
     stem, columns, label_column, label_type = TASKS[task]
     labelled = split != "test"
     return read_task_file(directory / f"{stem}-{SPLITS[split]}.csv", columns,
-                          label_column if labelled else None, label_type)
+                          label_column if labelled else None, label_type, LABELS[task])
 
 
 def load_task(task: str, split: str, directory: Path | None = None) -> list[Example]:

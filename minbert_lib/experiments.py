@@ -19,7 +19,8 @@ Command line:
 
 Rows already recorded are skipped; `--force` records them again, reusing the seeds whose
 training finished (so `--force --seeds 0 1 2` trains only the new seeds), and `--fresh`
-retrains from scratch. An interrupted row resumes from the per-seed checkpoints under
+retrains from scratch; `--discard-seed K` retrains only seed K (a damaged done.json or last.pt)
+and reuses the others. An interrupted row resumes from the per-seed checkpoints under
 checkpoints/<profile>/<table>/<row>/seed<k>/. `--smoke` runs every row for a few optimizer
 steps per task on a randomly initialised bert-base-uncased architecture and writes nothing
 under results/. Used by Chapter 5 (Table 1, notebooks/05_single_task) and the results
@@ -27,7 +28,6 @@ chapter (notebooks/09_results).
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import os
@@ -227,10 +227,9 @@ def row_path(profile: str, table: str, row: str, root: Path | None = None) -> Pa
 
 
 def write_json_atomic(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    from .rundir import atomic_write_text  # temporary file removed, one-line WriteError on failure
+
+    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False) + "\n", what="results file")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -357,12 +356,13 @@ def _note_commit(seed_dir: Path, commit: str) -> None:
 
 def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: bool = False, fresh: bool = False,
             progress: bool = True, results_root: Path | None = None, checkpoints_root: Path | None = None,
-            smoke: bool = False) -> dict:
+            smoke: bool = False, discard=()) -> dict:
     """Train every seed of one row with its protocol settings and write its JSON atomically.
 
     Seeds whose training finished (checkpoints/<profile>/<table>/<row>/seed<k>/done.json) are
     not retrained, and an interrupted seed resumes from its last epoch; so `force=True` with more
-    seeds only trains the new ones. `fresh=True` deletes the row's checkpoints first.
+    seeds only trains the new ones. `fresh=True` deletes the row's checkpoints first; `discard`
+    deletes only those seeds' checkpoints (a corrupt one) and implies `force`.
     `smoke=True`: one seed, a few steps per task on a random bert-base architecture
     (`protocol.smoke_settings`), results and checkpoints in a temporary folder."""
     import shutil
@@ -370,8 +370,9 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
 
     import torch
 
+    from .errors import UnknownName, UsageError
     from .profiles import pick_device
-    from .rundir import DONE_FILE
+    from .rundir import DONE_FILE, CorruptRunFile, check_writable, read_json
 
     row_proto = protocol.row_protocol(spec, profile.name)
     if smoke:
@@ -380,16 +381,25 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
         results_root, checkpoints_root, force, seeds = scratch / "results", scratch / "checkpoints", True, [0]
     settings = row_proto["settings"]
     path = row_path(profile.name, spec.table, spec.name, results_root)
+    force = force or bool(discard)
     if path.is_file() and not (force or fresh):
         print(f"{spec.table}/{spec.name}: recorded in {path}, skipped (--force reruns)")
-        return json.loads(path.read_text())
+        return read_json(path, "restore it (git checkout) or record the row again with --force")
     if spec.schedule not in RUNNERS:
-        raise KeyError(f"No runner for schedule {spec.schedule!r} (row {spec.name}); known: {sorted(RUNNERS)}")
+        raise UnknownName(f"No runner for schedule {spec.schedule!r} (row {spec.name}); registered: {sorted(RUNNERS)}")
     device = torch.device(device) if device is not None else pick_device()
     seeds = list(seeds) if seeds is not None else list(range(settings["seeds"]))
     row_ckpt = (checkpoints_root or checkpoints_dir()) / profile.name / spec.table / spec.name
+    # before any seed trains: a results folder that cannot be written would lose every seed's work
+    check_writable(path.parent, "results folder", "set MINBERT_RESULTS_DIR to another folder")
+    check_writable(row_ckpt, "checkpoints folder", "set MINBERT_CHECKPOINT_DIR to another folder")
+    not_seeds = [s for s in discard if s not in seeds]
+    if not_seeds:
+        raise UsageError(f"--discard-seed {not_seeds}: not among the seeds of {spec.table}/{spec.name} ({seeds})")
     if fresh and row_ckpt.exists():
         shutil.rmtree(row_ckpt)
+    for seed in discard:  # only these seeds' folders: the other finished seeds are reused
+        shutil.rmtree(row_ckpt / f"seed{seed}", ignore_errors=True)
     started = time.time()
     commit = git_commit()  # the code that trains the row (HEAD may move while it runs)
     runs = []
@@ -400,7 +410,12 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
         done_before = _read_text(seed_dir / DONE_FILE)
         if done_before is None:  # the seed will train (from scratch or from last.pt) with this code
             _note_commit(seed_dir, commit)
-        out = RUNNERS[spec.schedule](spec, settings, seed, device, seed_dir, progress)
+        try:
+            out = RUNNERS[spec.schedule](spec, settings, seed, device, seed_dir, progress)
+        except CorruptRunFile as e:  # say how to retrain this seed alone (--fresh would delete all)
+            raise CorruptRunFile(e.problem, e.path, f"To train seed {seed} again and keep the other seeds: python -m "
+                                 f"minbert_lib.experiments run {spec.table} --profile {profile.name} --rows "
+                                 f"{spec.name} --discard-seed {seed}") from None
         if done_before is not None and _read_text(seed_dir / DONE_FILE) != done_before:
             _note_commit(seed_dir, commit)  # a finished seed continued to more epochs
         out["commits"] = _read_text(seed_dir / COMMITS_FILE, "").split() or [
@@ -433,13 +448,25 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
     return record
 
 
-def run_table(table: str, profile: Profile, rows=None, **kwargs) -> dict:
+def table_rows(table: str) -> dict:
+    """TABLES[table], or an UnknownName error listing the tables."""
+    from .errors import UnknownName
+
     if table not in TABLES:
-        raise KeyError(f"Unknown table {table!r}; choose from {sorted(TABLES)}")
-    names = rows or list(TABLES[table])
+        raise UnknownName(f"Unknown table {table!r}; choose from {sorted(TABLES)}")
+    return TABLES[table]
+
+
+def run_table(table: str, profile: Profile, rows=None, **kwargs) -> dict:
+    from .errors import UnknownName, UsageError
+
+    table_rows(table)
+    names = list(TABLES[table]) if rows is None else list(rows)
+    if not names:  # `--rows` with no names: not "every row"
+        raise UsageError(f"--rows was given without any row name; rows of {table}: {', '.join(TABLES[table])}")
     unknown = [r for r in names if r not in TABLES[table]]
     if unknown:
-        raise KeyError(f"Unknown rows {unknown} in {table}; rows: {list(TABLES[table])}")
+        raise UnknownName(f"Unknown rows {unknown} in {table}; rows: {list(TABLES[table])}")
     return {name: run_row(TABLES[table][name], profile, **kwargs) for name in names}
 
 
@@ -448,7 +475,10 @@ def load_results(profile: str, table: str, root: Path | None = None) -> dict:
     folder = (root or results_dir()) / profile / table
     if not folder.is_dir():
         return {}
-    records = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    from .rundir import read_json
+
+    again = f"restore it (git checkout -- {folder}) or record the row again with --force"
+    records = {p.stem: read_json(p, again) for p in sorted(folder.glob("*.json"))}
     order = [r for r in TABLES.get(table, {}) if r in records] + [r for r in records if r not in TABLES.get(table, {})]
     return {r: records[r] for r in order}
 
@@ -484,7 +514,15 @@ def html_table(header: list, rows: list[list], caption: str | None = None) -> st
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minbert_lib.experiments", description=__doc__.split("\n\n")[0])
+    from .errors import run_command
+
+    return run_command(_main, argv)  # a bad input: one "error:" line on stderr, exit status 2
+
+
+def _main(argv=None) -> int:
+    from .errors import ArgumentParser, positive_int, seed_list
+
+    parser = ArgumentParser(prog="python -m minbert_lib.experiments", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train the rows of a table and record them")
     run.add_argument("table")
@@ -493,9 +531,13 @@ def main(argv=None) -> int:
     run.add_argument("--seeds", nargs="*", type=int, help="override the seeds")
     run.add_argument("--force", action="store_true",
                      help="record rows again (finished seeds are reused from checkpoints/, new seeds trained)")
-    run.add_argument("--fresh", action="store_true", help="delete the rows' checkpoints and train from scratch")
+    run.add_argument("--fresh", action="store_true",
+                     help="delete the rows' checkpoints (every seed's) and train from scratch")
+    run.add_argument("--discard-seed", nargs="+", type=int, default=None, metavar="K",
+                     help="delete only seed K's checkpoints (e.g. a corrupt done.json or last.pt) and train it "
+                          "again; the other finished seeds are reused and the row is recorded again")
     run.add_argument("--device", default=None)
-    run.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    run.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--smoke", action="store_true",
                      help="a few steps per task of every row on a random bert-base architecture; writes nothing")
@@ -523,6 +565,7 @@ def main(argv=None) -> int:
             write_json_atomic(Path(args.json), proto)
         return 0
     if args.command == "show":
+        table_rows(args.table)  # an unknown table is an error, not "no recorded rows"
         records = load_results(profile.name, args.table)
         if not records:
             print(f"No recorded rows in {results_dir() / profile.name / args.table}")
@@ -533,17 +576,11 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from .rundir import RunDirConflict
-    from .train import NonFiniteLossError
-
-    try:
-        run_table(args.table, profile, rows=args.rows, seeds=args.seeds, force=args.force, fresh=args.fresh,
-                  device=args.device, progress=not args.no_progress, smoke=args.smoke)
-    except (RunDirConflict, NonFiniteLossError, FileNotFoundError, KeyError) as e:
-        # a checkpoint folder from other settings, a diverged run, missing data, an unknown row:
-        # the message says what to do; finished seeds and checkpoints stay on disk
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
+    # a checkpoint folder from other settings, a diverged run, missing data, an unknown row: each
+    # is a MinbertError saying what to do (main reports it); finished seeds stay on disk
+    run_table(args.table, profile, rows=args.rows, seeds=seed_list(args.seeds), force=args.force, fresh=args.fresh,
+              device=args.device, progress=not args.no_progress, smoke=args.smoke,
+              discard=seed_list(args.discard_seed, "--discard-seed") or ())
     if args.smoke:
         print(f"smoke: every row of {args.table} ran at the {profile.name} profile's settings; nothing was written")
         return 0

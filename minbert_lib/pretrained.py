@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import MinbertError
 from .model import BertConfig, BertModel
 
 OFFLINE_DEFAULT = "all-MiniLM-L6-v2"
@@ -29,7 +30,7 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HUB_FILES = ["config.json", "vocab.txt", "tokenizer_config.json", *WEIGHT_FILES]
 
 
-class CheckpointError(FileNotFoundError):
+class CheckpointError(MinbertError, FileNotFoundError):
     """A checkpoint could not be found or read; the message lists what was tried."""
 
 
@@ -55,7 +56,7 @@ def resolve_checkpoint(name_or_path: str | Path = OFFLINE_DEFAULT) -> Path:
     path = Path(name).expanduser()
     if path.is_dir():
         return _check_dir(path)
-    tried.append(f"local directory {path.resolve()}: does not exist")
+    tried.append(f"local directory {path.resolve()}: " + ("is a file, not a folder" if path.exists() else "does not exist"))
     if name == OFFLINE_DEFAULT:
         return _check_dir(_offline_default_dir())
     tried.append(f"offline default: only {OFFLINE_DEFAULT!r} is available without a network")
@@ -73,9 +74,9 @@ def resolve_checkpoint(name_or_path: str | Path = OFFLINE_DEFAULT) -> Path:
 
 
 def _tried_message(name: str, tried: list[str]) -> str:
-    lines = "\n".join(f"  - {t}" for t in tried)
+    lines = "; ".join(tried)
     return (
-        f"Could not find the BERT checkpoint {name!r}. Looked for:\n{lines}\n"
+        f"Could not find the BERT checkpoint {name!r}. Looked for: {lines}. "
         f"Give a directory holding config.json, vocab.txt and {' or '.join(WEIGHT_FILES)}, "
         f"the offline default {OFFLINE_DEFAULT!r}, or a Hub id such as 'bert-base-uncased' "
         "(needs a network)."
@@ -87,17 +88,46 @@ def _check_dir(path: Path) -> Path:
     if not any((path / f).is_file() for f in WEIGHT_FILES):
         missing.append(" or ".join(WEIGHT_FILES))
     if missing:
-        raise CheckpointError(f"Checkpoint directory {path} is missing: {', '.join(missing)}")
+        raise CheckpointError(f"Checkpoint directory {path} is missing: {', '.join(missing)}; "
+                              "copy or download the whole checkpoint folder")
     return path
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read the weights of a checkpoint directory (safetensors preferred)."""
-    if (path / "model.safetensors").is_file():
-        from safetensors.torch import load_file
+    file = path / "model.safetensors"
+    try:
+        if file.is_file():
+            from safetensors.torch import load_file
 
-        return load_file(str(path / "model.safetensors"))
-    return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+            return load_file(str(file))
+        file = path / "pytorch_model.bin"
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # empty, truncated or not a weights file: the reader's own error says little
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"The weights file {file} cannot be read ({type(e).__name__}: {first}); it may be "
+                              "empty or truncated: copy or download the checkpoint again") from None
+
+
+def read_config(path: Path) -> dict:
+    """config.json of a checkpoint directory, as a dict."""
+    file = path / "config.json"
+    try:
+        config = json.loads(file.read_text())
+    except (ValueError, OSError) as e:
+        raise CheckpointError(f"{file} is not a readable JSON file ({e}); copy or download the checkpoint "
+                              "again") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{file} holds a JSON {type(config).__name__}, not an object of settings; "
+                              "copy or download the checkpoint again")
+    return config
+
+
+def _shape_mismatches(model: BertModel, state: dict) -> list[str]:
+    """'name: file [a, b] vs model [c, d]' for each weight whose shape config.json does not give."""
+    own = model.state_dict()
+    return [f"{k}: file {list(v.shape)} vs model {list(own[k].shape)}"
+            for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
 
 
 # Hugging Face name (after removing "bert." and gamma/beta) -> minBERT name.
@@ -142,14 +172,20 @@ def load_bert(name_or_path: str | Path = OFFLINE_DEFAULT, **config_overrides) ->
     if unknown:  # a misspelt override would otherwise be ignored without a word
         raise TypeError(f"Unknown BertConfig field(s) {unknown}; choose from {sorted(known)}")
     path = resolve_checkpoint(name_or_path)
-    config_dict = json.loads((path / "config.json").read_text())
-    config = BertConfig.from_dict({**config_dict, **config_overrides})
+    config = BertConfig.from_dict({**read_config(path), **config_overrides})
     model = BertModel(config)
     state = convert_state_dict(read_state_dict(path))
+    mismatched = _shape_mismatches(model, state)
+    if mismatched:  # load_state_dict would raise one line per tensor
+        raise CheckpointError(
+            f"Checkpoint {path} does not fit its config.json: {len(mismatched)} weight(s) have other shapes "
+            f"(first: {mismatched[0]}); config.json and the weights come from different models: "
+            "copy or download the checkpoint again")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or missing:
         raise CheckpointError(
-            f"Checkpoint {path} does not fit minBERT: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"Checkpoint {path} does not fit minBERT: missing {missing[:5]}, unexpected {unexpected[:5]}; "
+            "is it a BERT checkpoint?"
         )
     model.name_or_path = str(name_or_path)
     model.checkpoint_dir = path

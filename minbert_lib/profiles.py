@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from .errors import UsageError
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -88,12 +90,12 @@ PROFILES = {
 
 def get_profile(name: str | None = None) -> Profile:
     """The profile named, else $MINBERT_PROFILE, else "quick"."""
-    name = name or os.environ.get("MINBERT_PROFILE", "quick")
+    source = "--profile"
+    if not name:
+        name, source = os.environ.get("MINBERT_PROFILE", "quick"), "MINBERT_PROFILE"
     if name not in PROFILES:
-        from .errors import MinbertError
-
-        raise MinbertError(f"unknown profile {name!r} (--profile or MINBERT_PROFILE); choose one of "
-                           f"{', '.join(PROFILES)} (lower case)")
+        case = " (names are lower case)" if name.lower() in PROFILES else ""
+        raise UsageError(f"Unknown profile {name!r} ({source}); choose one of {', '.join(sorted(PROFILES))}{case}")
     return PROFILES[name]
 
 

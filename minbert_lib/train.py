@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import MinbertError
 from .heads import PAIR_TASKS, TASK_KIND, TASK_METRIC
 from .rundir import RunDir
 
@@ -127,7 +128,7 @@ def batch_tokens(batch: dict) -> int:
 # --------------------------------------------------------------------------------------
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(MinbertError, FloatingPointError):
     """The loss became NaN or infinite; the message names the step."""
 
 
