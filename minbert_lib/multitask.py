@@ -349,7 +349,7 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
                     smart=None, eval_tasks=EVAL_TASKS, select_tasks=None, eval_batch_size: int = 128,
                     dist_info=None, verbose: bool = False, on_epoch_end=None,
                     head_lr: float | None = None, checkpoint_every: float | None = 300.0,
-                    on_step=None, precision: str = "fp32") -> MultitaskResult:
+                    on_step=None, precision: str = "fp32", grad_clip: float | None = None) -> MultitaskResult:
     """Train one model on the tasks in `train` (encoded examples per task) with a schedule.
 
     Every step is `train.training_step` on the task and batch the schedule names (SMART
@@ -361,20 +361,24 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
     training, before a step; `on_step(epoch, k)` is called before step k, e.g. to interrupt);
     a finished run leaves done.json and returns it again, or, asked for more epochs, continues
     from its last.pt (kept unless the schedule depends on the total, EPOCH_DEPENDENT).
-    `dist_info` (distributed.DistInfo): each rank takes its share of every batch through DDP.
-    `precision`: "fp32", "bf16" or "auto" (bf16 autocast where the hardware has it; train.autocast).
+    `dist_info` (distributed.DistInfo): each rank takes its share of every batch through DDP,
+    its loss weighted by that share (distributed.shard_weighted).
+    `precision`: "fp32", "bf16", "fp16" (CUDA, with a GradScaler kept in last.pt) or "auto"
+    (train.resolve_precision, train.mixed_precision). `grad_clip`: the gradients' total 2-norm
+    is clipped to it at every step (train.training_step). On CUDA each epoch's record has
+    `peak_memory_mb`.
     """
     import torch
     from tqdm.auto import tqdm
 
     from . import train as T
     from .rundir import RunDir
-    from .distributed import DDPMultitask, DistInfo, shard
+    from .distributed import DDPMultitask, DistInfo, shard_weighted
     from .optim import AdamW
 
     info = dist_info or DistInfo()
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    precision = T.resolve_precision(precision, device)
+    precision, scaler = T.mixed_precision(precision, device)
     model.to(device)
     tasks = [t for t in TASK_ORDER if t in train] + [t for t in train if t not in TASK_ORDER]
     select_tasks = tuple(select_tasks or tasks)
@@ -382,7 +386,8 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
     lengths = {t: [it["length"] for it in train[t]] for t in tasks}
     fingerprint = {"schedule": schedule_name, "lr": lr, "batch_size": batch_size, "seed": seed, "epochs": epochs,
                    "sizes": sizes, "dev": {t: len(dev.get(t, [])) for t in eval_tasks}, "smart": bool(smart),
-                   "head_lr": head_lr, **({"precision": precision} if precision != "fp32" else {})}
+                   "head_lr": head_lr, **({"precision": precision} if precision != "fp32" else {}),
+                   **({"grad_clip": grad_clip} if grad_clip is not None else {})}
     # Only the annealed schedule depends on the total number of epochs; for the others a
     # finished run keeps last.pt and continues when asked for more epochs (as train.fit does).
     extendable = schedule_name not in EPOCH_DEPENDENT
@@ -404,6 +409,8 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
         optimizer.load_state_dict(ckpt["optimizer"])
         if teacher is not None:
             teacher.load_state_dict(ckpt["teacher"])
+        if scaler is not None and ckpt.get("scaler") is not None:
+            scaler.load_state_dict(ckpt["scaler"])
         history, best_value, best_epoch, best_metrics = ckpt["history"], ckpt["best_value"], ckpt["best_epoch"], ckpt["best_metrics"]
         start = resumed = ckpt["epoch"] + 1
         partial = ckpt.get("in_epoch")  # saved in the middle of epoch `start`
@@ -419,6 +426,7 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
             run.save_last({"epoch": epoch_done, "in_epoch": in_epoch, "model": T.trainable_state(model),
                            "optimizer": optimizer.state_dict(),
                            "teacher": teacher.state_dict() if teacher is not None else None,
+                           "scaler": scaler.state_dict() if scaler is not None else None,
                            "rng": T.rng_state(), "history": history, "best_value": best_value,
                            "best_epoch": best_epoch, "best_metrics": best_metrics})
 
@@ -430,6 +438,7 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
             losses, tokens, skip, before = partial["losses"], partial["tokens"], partial["step_in_epoch"], partial["train_seconds"]
             step_no += skip
             partial = None
+        T.reset_peak_memory(device)
         t0 = last_save = time.perf_counter()
         bar = tqdm(steps[skip:], desc=f"{schedule_name} epoch {epoch}/{epochs}", leave=False, initial=skip,
                    total=len(steps), disable=not progress or not info.is_main)
@@ -441,11 +450,12 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
             if on_step is not None:
                 on_step(epoch, k)
             step_no += 1
-            items = [train[s.task][i] for i in shard(s.indices, info)]
-            batch = T.to_device(T.collate(items, s.task), device)
+            idx, weight = shard_weighted(s.indices, info)
+            batch = T.to_device(T.collate([train[s.task][i] for i in idx], s.task), device)
             tokens += T.batch_tokens(batch)
             with T.autocast(device, precision):
-                stats = T.training_step(net, s.task, batch, optimizer, smart=smart, teacher=teacher, step=step_no)
+                stats = T.training_step(net, s.task, batch, optimizer, smart=smart, teacher=teacher, step=step_no,
+                                        grad_clip=grad_clip, scaler=scaler, loss_weight=weight)
             losses[s.task].append(stats["loss"])
             if step_no % 10 == 0:
                 bar.set_postfix({t: f"{np.mean(v[-10:]):.2f}" for t, v in losses.items() if v})
@@ -458,6 +468,8 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
                   **{f"{t}_train_loss": float(np.mean(v)) for t, v in losses.items() if v},
                   "train_seconds": train_seconds, "eval_seconds": eval_seconds, "steps": len(steps),
                   "tokens": tokens, "tokens_per_second": tokens / train_seconds if train_seconds > 0 else 0.0}
+        if (peak := T.peak_memory_mb(device)) is not None:
+            record["peak_memory_mb"] = peak
         history.append(record)
         value = _select(metrics, select_tasks)
         if value > best_value:

@@ -316,3 +316,24 @@ def test_peak_memory_is_cuda_only(monkeypatch):
     reset_peak_memory("cpu")  # nothing to do
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2**20)
     assert peak_memory_mb("cuda") == 3.0
+
+
+def test_train_multitask_threads_grad_clip_and_the_shard_weight(tmp_path, monkeypatch):
+    from minbert_lib import multitask
+    from minbert_lib import train as T
+
+    calls = []
+    step = T.training_step
+
+    def recording_step(*args, **kwargs):
+        calls.append({k: kwargs[k] for k in ("grad_clip", "scaler", "loss_weight")})
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(T, "training_step", recording_step)
+    train, dev = {"sst": toy_examples(32)}, {"sst": toy_examples(8, seed=1)}
+    kw = dict(schedule_name="single", epochs=1, lr=1e-3, batch_size=8, progress=False, eval_tasks=("sst",))
+    result = multitask.train_multitask(tiny_model(classes=5), train, dev, run_dir=tmp_path, grad_clip=1.0, **kw)
+    assert calls == [{"grad_clip": 1.0, "scaler": None, "loss_weight": 1.0}] * 4  # fp32 on a CPU: no scaler
+    assert "peak_memory_mb" not in result.history[0]
+    with pytest.raises(ValueError, match="other settings"):  # grad_clip is part of the run's settings
+        multitask.train_multitask(tiny_model(classes=5), train, dev, run_dir=tmp_path, **kw)
