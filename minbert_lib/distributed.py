@@ -10,6 +10,15 @@ steps (same seed, so the same tasks in the same order) and the r-th share of eve
 after each optimizer step every copy holds the same weights: one step on a global batch of
 B examples, computed W ways. Without WORLD_SIZE > 1 (one GPU or a CPU) nothing changes.
 
+The average of the ranks' mean losses is the mean over the global batch only when every
+rank has as many examples; rrobin-full's SST and STS batches of 3 and 2 on 2 ranks do not
+split evenly. `shard_weighted` therefore also returns the weight n_r·W/n of rank r's loss
+(n_r of the batch's n examples): DDP's average (1/W) Σ_r (n_r·W/n)·∇mean_r = ∇ of the
+full-batch mean, for the task loss and for SMART's terms, which are means over the batch too.
+A rank left with no example (a batch of 1 on 2 ranks) must still run the forward and
+backward passes, because DDP's all-reduce waits for every rank: it takes the batch's first
+example with weight 0 and contributes zero gradient.
+
 The MultitaskBert interface that `train.training_step` and SMART use calls `embed` and
 `forward_from_embeddings`, not `forward`; DDP only synchronises what runs through its own
 `forward`. `DDPMultitask` therefore wraps the model in a small module whose `forward`
@@ -18,7 +27,8 @@ MultitaskBert methods on top, each going through DDP's forward. `find_unused_par
 because each step trains one task's head and leaves the others without gradients.
 
 Tested with two CPU processes and the gloo backend (tests/test_distributed.py): both ranks
-end with identical weights. Introduced in Chapter 8 (notebooks/08_multitask).
+end with identical weights, equal to one process on the whole batches, also for uneven
+batches of 3, 2 and 1. Introduced in Chapter 8 (notebooks/08_multitask).
 """
 from __future__ import annotations
 
@@ -71,6 +81,18 @@ def device_for(info: DistInfo) -> torch.device:
 def shard(indices, info: DistInfo):
     """This rank's share of one global batch: indices[rank::world_size]."""
     return tuple(indices)[info.rank::info.world_size] if info.enabled else tuple(indices)
+
+
+def shard_weighted(indices, info: DistInfo) -> tuple[tuple, float]:
+    """This rank's share of one global batch and the weight of its loss, n_rank·W/n_global
+    (1.0 in a single process); an empty share is the batch's first example with weight 0."""
+    indices = tuple(indices)
+    mine = shard(indices, info)
+    if not info.enabled:
+        return mine, 1.0
+    if not mine:  # DDP's backward needs every rank: take part, contribute nothing
+        return indices[:1], 0.0
+    return mine, len(mine) * info.world_size / len(indices)
 
 
 def cleanup() -> None:

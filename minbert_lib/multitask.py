@@ -345,22 +345,24 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
     training, before a step; `on_step(epoch, k)` is called before step k, e.g. to interrupt);
     a finished run leaves done.json and returns it again, or, asked for more epochs, continues
     from its last.pt (kept unless the schedule depends on the total, EPOCH_DEPENDENT).
-    `dist_info` (distributed.DistInfo): each rank takes its share of every batch through DDP.
-    `precision`: "fp32", "bf16" or "auto" (bf16 autocast where the hardware has it; train.autocast).
-    `grad_clip`: the gradient-norm limit of the steps SMART regularizes (the poster's code clips
-    on its SMART path only), or of every step when `smart` is None.
+    `dist_info` (distributed.DistInfo): each rank takes its share of every batch through DDP,
+    its loss weighted by that share (distributed.shard_weighted).
+    `precision`: "fp32", "bf16", "fp16" (CUDA, with a GradScaler kept in last.pt) or "auto"
+    (train.resolve_precision, train.mixed_precision). `grad_clip`: the limit of the gradients'
+    total 2-norm on the steps SMART regularizes (the poster's code clips on its SMART path
+    only), or on every step when `smart` is None. On CUDA each epoch's record has `peak_memory_mb`.
     """
     import torch
     from tqdm.auto import tqdm
 
     from . import train as T
     from .rundir import RunDir
-    from .distributed import DDPMultitask, DistInfo, shard
+    from .distributed import DDPMultitask, DistInfo, shard_weighted
     from .optim import AdamW
 
     info = dist_info or DistInfo()
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    precision = T.resolve_precision(precision, device)
+    precision, scaler = T.mixed_precision(precision, device)
     model.to(device)
     tasks = [t for t in TASK_ORDER if t in train] + [t for t in train if t not in TASK_ORDER]
     select_tasks = tuple(select_tasks or tasks)
@@ -391,6 +393,8 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
         optimizer.load_state_dict(ckpt["optimizer"])
         if teacher is not None:
             teacher.load_state_dict(ckpt["teacher"])
+        if scaler is not None and ckpt.get("scaler") is not None:
+            scaler.load_state_dict(ckpt["scaler"])
         history, best_value, best_epoch, best_metrics = ckpt["history"], ckpt["best_value"], ckpt["best_epoch"], ckpt["best_metrics"]
         start = resumed = ckpt["epoch"] + 1
         partial = ckpt.get("in_epoch")  # saved in the middle of epoch `start`
@@ -406,6 +410,7 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
             run.save_last({"epoch": epoch_done, "in_epoch": in_epoch, "model": T.trainable_state(model),
                            "optimizer": optimizer.state_dict(),
                            "teacher": teacher.state_dict() if teacher is not None else None,
+                           "scaler": scaler.state_dict() if scaler is not None else None,
                            "rng": T.rng_state(), "history": history, "best_value": best_value,
                            "best_epoch": best_epoch, "best_metrics": best_metrics})
 
@@ -417,6 +422,7 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
             losses, tokens, skip, before = partial["losses"], partial["tokens"], partial["step_in_epoch"], partial["train_seconds"]
             step_no += skip
             partial = None
+        T.reset_peak_memory(device)
         t0 = last_save = time.perf_counter()
         bar = tqdm(steps[skip:], desc=f"{schedule_name} epoch {epoch}/{epochs}", leave=False, initial=skip,
                    total=len(steps), disable=not progress or not info.is_main)
@@ -428,8 +434,8 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
             if on_step is not None:
                 on_step(epoch, k)
             step_no += 1
-            items = [train[s.task][i] for i in shard(s.indices, info)]
-            batch = T.to_device(T.collate(items, s.task), device)
+            idx, weight = shard_weighted(s.indices, info)
+            batch = T.to_device(T.collate([train[s.task][i] for i in idx], s.task), device)
             tokens += T.batch_tokens(batch)
             # In a SMART row, a step SMART does not regularize (rrobin-pre's Quora-only phase) is a
             # plain step: no adversarial term, no teacher update, no clipping, as the poster's code.
@@ -437,7 +443,8 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
             with T.autocast(device, precision):
                 stats = T.training_step(net, s.task, batch, optimizer, smart=step_smart,
                                         teacher=teacher if step_smart is not None else None, step=step_no,
-                                        grad_clip=grad_clip if smart is None or step_smart is not None else None)
+                                        grad_clip=grad_clip if smart is None or step_smart is not None else None,
+                                        scaler=scaler, loss_weight=weight)
             losses[s.task].append(stats["loss"])
             if step_no % 10 == 0:
                 bar.set_postfix({t: f"{np.mean(v[-10:]):.2f}" for t, v in losses.items() if v})
@@ -450,6 +457,8 @@ def train_multitask(model, train: dict, dev: dict, *, schedule_name: str, epochs
                   **{f"{t}_train_loss": float(np.mean(v)) for t, v in losses.items() if v},
                   "train_seconds": train_seconds, "eval_seconds": eval_seconds, "steps": len(steps),
                   "tokens": tokens, "tokens_per_second": tokens / train_seconds if train_seconds > 0 else 0.0}
+        if (peak := T.peak_memory_mb(device)) is not None:
+            record["peak_memory_mb"] = peak
         history.append(record)
         value = _select(metrics, select_tasks)
         if value > best_value:

@@ -38,8 +38,10 @@ class Profile:
     dev_limit: dict = field(default_factory=dict)
     # Per-task max_length overrides (e.g. long CFIMDB reviews); default: max_length.
     max_length_by_task: dict = field(default_factory=dict)
-    # Matrix products: "fp32", "bf16" (autocast mixed precision) or "auto" (bf16 where the
-    # CPU/GPU does bfloat16 natively, e.g. AMX/AVX512-BF16 Xeons; fp32 elsewhere). See train.autocast.
+    # Matrix products: "fp32", "bf16" or "fp16" (autocast mixed precision; fp16 on CUDA only, with
+    # a GradScaler) or "auto" (bf16 where the CPU/GPU does bfloat16 natively, e.g. AMX/AVX512-BF16
+    # Xeons, A100/H100; fp16 on GPUs without bf16 such as Colab's T4; fp32 on other CPUs).
+    # See train.resolve_precision and train.mixed_precision.
     precision: str = "fp32"
 
     def max_length_for(self, task: str) -> int:

@@ -184,6 +184,11 @@ def normalize_linf(g: torch.Tensor) -> torch.Tensor:
 DROPOUT_MODES = (False, True, "same")
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 -> float32 (differentiably); float32 and float64 stay as they are."""
+    return x.float() if torch.finfo(x.dtype).bits < 32 else x
+
+
 def adversarial_loss(
     forward_from_embeddings: Callable,
     embeddings: torch.Tensor | Sequence[torch.Tensor],
@@ -215,16 +220,18 @@ def adversarial_loss(
       (`capture_rng()` taken right before the clean forward from the embeddings): the same
       sub-network on both sides, so R_s → 0 as ε → 0, and the clean output is reused.
 
-    Under mixed precision (autocast on) the adversarial passes and the reference run in
-    float32: bfloat16 cannot represent a 1e-5 change of an O(1) embedding.
+    Under mixed precision (bf16 or fp16 autocast, on a CPU or CUDA) the reference and the
+    adversarial passes run in float32, with autocast off and embeddings that arrive in a
+    lower precision cast to float32: a 1e-5 change of an O(1) embedding is below bfloat16's
+    relative step (2^-8) and float16's (2^-11) and would be rounded away.
 
     Returns R_s (a scalar with gradients to θ through both branches), and the final
     perturbations as a tuple if return_perturbation.
     """
     if dropout_in_adversary not in DROPOUT_MODES:
         raise ValueError(f"dropout_in_adversary must be one of {DROPOUT_MODES}, not {dropout_in_adversary!r}")
-    single = isinstance(embeddings, torch.Tensor)
-    embeddings = (embeddings,) if single else tuple(embeddings)
+    embeddings = (embeddings,) if isinstance(embeddings, torch.Tensor) else embeddings
+    embeddings = tuple(_at_least_float32(e) for e in embeddings)  # mixed precision: see above
     masks = (masks,) if isinstance(masks, torch.Tensor) else tuple(masks)
     device = embeddings[0].device
     same = dropout_in_adversary == "same" and _has_active_dropout(model)

@@ -12,10 +12,13 @@ either with BERT frozen ("pretrain": only W, b learn, lr 1e-3) or with every wei
   length-bucketed batches (shuffle, sort by length within chunks, shuffle the batches; seeded
   by (seed, epoch), so an epoch's batches can be rebuilt exactly on resume);
 - `task_loss`: cross-entropy (categorical), BCE with logits (bernoulli), MSE (regression);
-- `training_step`: forward, loss, a finite-loss check naming the step, backward, optimizer step;
+- `training_step`: forward, loss, a finite-loss check naming the step, backward, optional gradient
+  clipping, optimizer step (through a GradScaler under fp16);
+- `mixed_precision`, `autocast`: fp32, bf16 or fp16 autocast ("auto": bf16 where the hardware
+  has it, else fp16 on CUDA, fp32 on a CPU), TF32 on CUDA; `peak_memory_mb`: an epoch's GPU memory;
 - `evaluate`: dev metrics (sst_acc, cfimdb_acc, quora_acc, sts_pearson) and predictions;
 - `fit`: epochs with dev evaluation, the best-dev checkpoint, and resume from the last
-  epoch's checkpoint (model, optimizer, RNG states, history) to the same result.
+  epoch's checkpoint (model, optimizer, GradScaler, RNG states, history) to the same result.
 
 Introduced in Chapter 5 (notebooks/05_single_task); the multitask loops (Chapter 8) and
 SMART (Chapters 6-7) call `training_step` and `evaluate`.
@@ -154,10 +157,22 @@ def check_finite(loss: torch.Tensor, step=None, task: str | None = None) -> None
         )
 
 
-def training_step(model, task: str, batch: dict, optimizer, smart=None, teacher=None, step=None) -> dict:
+def training_step(model, task: str, batch: dict, optimizer, smart=None, teacher=None, step=None, *,
+                  grad_clip: float | None = None, scaler=None, loss_weight: float = 1.0) -> dict:
     """One optimizer step on one batch. Returns floats: "loss" (what was minimised) and
     "task_loss". `smart` (a SmartConfig) and `teacher` (a MomentumTeacher) add SMART's terms
-    (Chapters 6-7). A NaN or infinite loss raises NonFiniteLossError naming `step`."""
+    (Chapters 6-7). A NaN or infinite loss raises NonFiniteLossError naming `step`.
+
+    - `grad_clip`: clip the total 2-norm of the trainable parameters' gradients to this value
+      before the optimizer step (the poster's SMART path uses 1.0); "grad_norm" in the stats is
+      the norm before clipping.
+    - `scaler`: a `torch.amp.GradScaler` for float16 autocast (`mixed_precision` makes one):
+      the loss is scaled for the backward pass and the gradients unscaled before clipping; a
+      step whose gradients hold inf/NaN is skipped by the scaler, and then the teacher is not
+      updated either ("skipped" is 1.0 in the stats).
+    - `loss_weight`: multiplies the loss for the backward pass only (data parallel: this
+      rank's share of the global batch, `distributed.shard_weighted`); the stats are unweighted.
+    """
     if teacher is not None and smart is None:
         raise ValueError("a momentum teacher needs a SmartConfig (smart=...) for its weight mu")
     model.train()
@@ -175,9 +190,23 @@ def training_step(model, task: str, batch: dict, optimizer, smart=None, teacher=
         loss = loss + terms["reg"]
         stats.update({k: float(terms[k].detach()) for k in ("adv", "breg") if terms[k] is not None})
     check_finite(loss, step, task)
-    loss.backward()
-    optimizer.step()
-    if teacher is not None:
+    weighted = loss * loss_weight  # SMART's terms are means over the batch too: weighted alike
+    (scaler.scale(weighted) if scaler is not None else weighted).backward()
+    if grad_clip is not None:
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        params = [p for p in model.parameters() if p.requires_grad]
+        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+    stepped = True
+    if scaler is None:
+        optimizer.step()
+    else:
+        scale = scaler.get_scale()
+        scaler.step(optimizer)  # skips the step when the gradients hold inf/NaN ...
+        scaler.update()  # ... and then lowers the scale: the only case in which it decreases
+        stepped = scaler.get_scale() >= scale
+        stats["skipped"] = float(not stepped)
+    if teacher is not None and stepped:  # θ̃ follows θ only when θ moved
         teacher.update(model)
     stats["loss"] = float(loss.detach())
     return stats
@@ -267,27 +296,66 @@ def load_trainable_state(model, state: dict) -> None:
     model.load_state_dict(state, strict=False)
 
 
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+
+
 def resolve_precision(precision: str, device) -> str:
-    """"fp32", "bf16", or "auto": bf16 autocast where the hardware does bfloat16 matrix products
-    natively (a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX), else fp32."""
-    if precision not in ("fp32", "bf16", "auto"):
-        raise ValueError(f"precision must be fp32, bf16 or auto, not {precision!r}")
+    """"fp32", "bf16", "fp16" (CUDA only) or "auto": bf16 autocast where the hardware does
+    bfloat16 matrix products natively (a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX);
+    on a CUDA GPU without bf16 (Colab's T4) fp16 autocast, which needs a GradScaler
+    (`mixed_precision`); fp32 on other CPUs."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    device = torch.device(device)
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision 'fp16' (float16 autocast with a GradScaler) is for CUDA GPUs, not "
+                         f"{device.type}; use 'bf16' or 'auto' there")
     if precision != "auto":
         return precision
-    device = torch.device(device)
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     try:
         return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
     except (AttributeError, RuntimeError):
         return "fp32"
 
 
-def autocast(device, precision: str):
-    """Mixed precision: matrix products in bfloat16, weights, optimizer state and losses in
-    float32 (torch.autocast). precision "fp32" disables it."""
+def mixed_precision(precision: str, device):
+    """What a training loop sets up once: returns (resolved precision, GradScaler or None).
+
+    Resolves `precision` (`resolve_precision`), allows TF32 for float32 matrix products and
+    convolutions on CUDA (Ampere and later: 10-bit mantissa inputs, float32 accumulation; the
+    parts autocast leaves in float32), and makes the `torch.amp.GradScaler` that fp16 needs:
+    float16's range (about 6e-8 to 65504) loses small gradients unless the loss is scaled up.
+    bfloat16 has float32's range and needs no scaler."""
+    precision = resolve_precision(precision, device)
     device = torch.device(device)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    if device.type == "cuda":  # the legacy flags: understood by every torch version Colab may have
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    return precision, scaler
+
+
+def autocast(device, precision: str):
+    """Mixed precision: matrix products in bfloat16 ("bf16") or float16 ("fp16"), weights,
+    optimizer state and losses in float32 (torch.autocast). precision "fp32" disables it."""
+    device = torch.device(device)
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=precision in ("bf16", "fp16"))
+
+
+def reset_peak_memory(device) -> None:
+    """Start a new peak for `peak_memory_mb` (CUDA; nothing on a CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device) -> float | None:
+    """The most GPU memory tensors held since `reset_peak_memory`, in MiB; None on a CPU."""
+    device = torch.device(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
 def parameter_groups(model, lr: float, head_lr: float | None = None) -> list[dict]:
@@ -315,6 +383,7 @@ class FitResult:
     best_epoch: int
     best_metrics: dict
     history: list  # per epoch: epoch, train_loss, <metric>, train_seconds, eval_seconds, tokens, tokens_per_second
+    # (and peak_memory_mb on CUDA)
     step_losses: list  # the loss of every optimizer step
     seconds_per_epoch: float  # mean training time per epoch (without dev evaluation)
     tokens_per_second: float  # real tokens per second of training, over all epochs
@@ -342,7 +411,7 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
         weight_decay: float = 0.0, run_dir: str | Path | None = None, device=None,
         progress: bool = True, verbose: bool = False, on_epoch_end=None, restore_best: bool = True,
         smart=None, teacher=None, bucket_batches: int = 50, precision: str = "fp32",
-        head_lr: float | None = None) -> FitResult:
+        head_lr: float | None = None, grad_clip: float | None = None) -> FitResult:
     """Train `model` on one task for `epochs`, evaluating on `dev` after each epoch.
 
     `train`, `dev`: encoded examples (`encode_examples`). With a `run_dir`, after every epoch
@@ -352,8 +421,11 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
     leaves `done.json`, `best.pt` and `last.pt`; calling again returns the recorded result with
     the best weights loaded, or, with more `epochs`, continues from the last epoch. `on_epoch_end(record)` is called after each
     epoch (raise in it to interrupt). At the end the best-dev weights are loaded (restore_best).
-    `precision`: "fp32" (default), "bf16" (autocast mixed precision) or "auto" (`resolve_precision`).
+    `precision`: "fp32" (default), "bf16" or "fp16" (autocast mixed precision; fp16 with a
+    GradScaler, CUDA only) or "auto" (`resolve_precision`).
     `head_lr`: a learning rate for the parameters outside `model.bert` (the heads); None = `lr`.
+    `grad_clip`: clip the gradients' total 2-norm at each step (`training_step`); None: no clipping.
+    On CUDA each epoch's record has `peak_memory_mb` (training and dev evaluation).
     """
     from tqdm.auto import tqdm
 
@@ -361,12 +433,14 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     metric = TASK_METRIC[task]
-    precision = resolve_precision(precision, device)
+    precision, scaler = mixed_precision(precision, device)
     eval_batch_size = eval_batch_size or max(batch_size, 64)
     fingerprint = {"task": task, "lr": lr, "batch_size": batch_size, "seed": seed, "weight_decay": weight_decay,
                    "n_train": len(train), "n_dev": len(dev), "precision": precision}
     if head_lr is not None:
         fingerprint["head_lr"] = head_lr
+    if grad_clip is not None:  # only when set, so that runs from before the option still resume
+        fingerprint["grad_clip"] = grad_clip
     run = RunDir(run_dir, fingerprint, device) if run_dir is not None else None
     # A finished run of fewer epochs continues from its last epoch (nothing in an epoch depends
     # on the total number of epochs, so this equals a longer run).
@@ -385,6 +459,8 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
         optimizer.load_state_dict(ckpt["optimizer"])
         if teacher is not None and ckpt.get("teacher") is not None:
             teacher.load_state_dict(ckpt["teacher"])
+        if scaler is not None and ckpt.get("scaler") is not None:
+            scaler.load_state_dict(ckpt["scaler"])
         history, step_losses = ckpt["history"], ckpt["step_losses"]
         best_value, best_epoch, best_metrics = ckpt["best_value"], ckpt["best_epoch"], ckpt["best_metrics"]
         best_predictions = ckpt.get("best_predictions")
@@ -402,14 +478,15 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
         batches = make_batches(train, task, batch_size, shuffle=True, seed=seed, epoch=epoch,
                                bucket_batches=bucket_batches)
         losses, tokens = [], 0
+        reset_peak_memory(device)
         t0 = time.perf_counter()
         bar = tqdm(batches, desc=f"{task} epoch {epoch}/{epochs}", leave=False, disable=not progress)
         for batch in bar:
             step += 1
             tokens += batch_tokens(batch)
             with autocast(device, precision):
-                stats = training_step(model, task, to_device(batch, device), optimizer,
-                                      smart=smart, teacher=teacher, step=step)
+                stats = training_step(model, task, to_device(batch, device), optimizer, smart=smart,
+                                      teacher=teacher, step=step, grad_clip=grad_clip, scaler=scaler)
             losses.append(stats["loss"])
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", refresh=False)
@@ -422,6 +499,8 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), **metrics,
                   "train_seconds": train_seconds, "eval_seconds": eval_seconds, "tokens": tokens,
                   "tokens_per_second": tokens / train_seconds if train_seconds > 0 else 0.0}
+        if (peak := peak_memory_mb(device)) is not None:
+            record["peak_memory_mb"] = peak
         history.append(record)
         if metrics[metric] > best_value:
             best_value, best_epoch, best_metrics = metrics[metric], epoch, dict(metrics)
@@ -438,7 +517,8 @@ def fit(model, task: str, train: list[dict], dev: list[dict], *, epochs: int, lr
                            "rng": rng_state(), "history": history, "step_losses": step_losses,
                            "best_value": best_value, "best_epoch": best_epoch, "best_metrics": best_metrics,
                            "best_predictions": best_predictions,
-                           "teacher": teacher.state_dict() if teacher is not None else None})
+                           "teacher": teacher.state_dict() if teacher is not None else None,
+                           "scaler": scaler.state_dict() if scaler is not None else None})
         if on_epoch_end is not None:
             on_epoch_end(record)
 

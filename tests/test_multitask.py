@@ -28,12 +28,17 @@ def test_round_robin_order_counts_and_sizes():
         assert max(seen.values()) == 1 and len(seen) == 94 * 64
 
 
-def test_round_robin_reshuffles_between_epochs_and_is_reproducible():
+def test_round_robin_reshuffles_one_fixed_sample_between_epochs_and_is_reproducible():
     a = mt.round_robin(SMALL, batch_size=16, epoch=0, seed=0)
     b = mt.round_robin(SMALL, batch_size=16, epoch=0, seed=0)
     c = mt.round_robin(SMALL, batch_size=16, epoch=1, seed=0)
     assert a == b
-    assert [s.indices for s in a] != [s.indices for s in c]
+    assert [s.indices for s in a] != [s.indices for s in c]  # reshuffled
+    for t in SMALL:  # the poster's random.sample, drawn once: the same examples every epoch
+        assert set(_coverage(a, t)) == set(_coverage(c, t))
+        assert len(_coverage(a, t)) == (200 // 16) * 16
+    other = mt.round_robin(SMALL, batch_size=16, epoch=0, seed=1)
+    assert set(_coverage(a, "quora")) != set(_coverage(other, "quora"))  # a seed draws its own sample
 
 
 def test_round_robin_wraps_a_task_smaller_than_the_anchor():
@@ -42,31 +47,32 @@ def test_round_robin_wraps_a_task_smaller_than_the_anchor():
     assert all(s.batch_size == 16 for s in steps)
 
 
-def test_pretrain_round_robin_quora_alone_first_then_all_three():
+def test_pretrain_round_robin_follows_the_posters_start_points():
     steps = mt.pretrain_round_robin(POSTER, batch_size=64)
-    iterations = math.ceil(141_506 / 64)
-    rr = 6040 // 64
+    iterations = 141_506 // 64
     counts = Counter(s.task for s in steps)
-    assert counts == {"quora": iterations, "sst": rr, "sts": rr}
-    first_other = min(i for i, s in enumerate(steps) if s.task != "quora")
-    assert first_other == iterations - rr  # Quora alone for all earlier iterations
-    assert [s.task for s in steps[first_other:first_other + 3]] == ["sst", "quora", "sts"]
+    assert counts == {"quora": iterations, "sst": 8544 // 64, "sts": 6040 // 64}
+    start = {t: min(s.iteration for s in steps if s.task == t) for t in ("sst", "sts")}
+    assert start == {"sst": iterations - 8544 // 64, "sts": iterations - 6040 // 64}  # the poster's code
     assert [s.task for s in steps[-3:]] == ["sst", "quora", "sts"]
     seen = _coverage(steps, "quora")
-    assert len(seen) == 141_506 and max(seen.values()) == 1  # all of Quora, once
-    assert all(s.batch_size == 64 for s in steps if s.task != "quora")
+    assert len(seen) == iterations * 64 and max(seen.values()) == 1  # Quora's full batches, once
+    assert all(s.batch_size == 64 for s in steps)
+    # SMART regularizes SST and STS, and Quora only from the joint phase on
+    assert all(s.regularize == (s.task != "quora" or s.iteration >= start["sst"]) for s in steps)
 
 
 def test_interleaved_sees_every_example_exactly_once_with_shrunken_batches():
     steps = mt.interleaved(POSTER, batch_size=64)
-    iterations = math.ceil(141_506 / 64)
+    iterations = 141_506 // 64  # the poster's floor(N_Quora / B)
     assert len(steps) == 3 * iterations
     summary = mt.summarize(steps)
-    for t, n in POSTER.items():
+    for t, n in {"sst": 8544, "sts": 6040}.items():
         seen = _coverage(steps, t)
         assert len(seen) == n and max(seen.values()) == 1, t
         assert summary[t]["steps"] == iterations
-    assert summary["quora"]["batch_sizes"] == [63, 64]
+    assert len(_coverage(steps, "quora")) == iterations * 64  # the last partial batch is dropped
+    assert summary["quora"]["batch_sizes"] == [64]
     assert summary["sst"]["batch_sizes"] == [3, 4]  # the poster: "3"
     assert summary["sts"]["batch_sizes"] == [2, 3]  # the poster: "2"
     assert [s.task for s in steps[:3]] == ["sst", "quora", "sts"]

@@ -353,3 +353,33 @@ def test_training_step_same_mode_and_autocast_keeps_the_perturbation_visible():
         R = adversarial_loss(lambda e, m: model.forward_from_embeddings("sst", e, m), embs, masks, out,
                              "categorical", eps=1e-5, sigma=1e-5, model=model)
     assert R.dtype == torch.float32 and 0 < R.item() < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("arrive_low", [False, True])
+def test_perturbation_reaches_the_first_layer_in_float32_under_autocast(dtype, arrive_low):
+    """bf16 (relative step 2^-8) and fp16 (2^-11) would round a 1e-5 change of an O(1)
+    embedding away: under autocast the adversarial passes must run in float32 from the start."""
+    eps = 1e-5
+    model = TinyClassifier(dropout=0.0).eval()
+    embs, masks = model.embed(batch(B=4))
+    if arrive_low:  # embeddings computed in the lower precision: cast back up, then perturbed
+        embs = tuple(e.to(dtype) for e in embs)
+    first = model.bert.bert_layers[0]
+    inputs, dense_dtypes = [], []
+    hooks = [first.register_forward_pre_hook(lambda m, args: inputs.append(args[0].detach())),
+             first.attention_dense.register_forward_hook(lambda m, a, out: dense_dtypes.append(out.dtype))]
+    try:
+        with torch.autocast("cpu", dtype=dtype):
+            out = model.forward_from_embeddings(embs, masks)
+            inputs.clear(), dense_dtypes.clear()  # keep the adversarial passes only
+            R = adversarial_loss(model.forward_from_embeddings, embs, masks, out, "categorical",
+                                 eps=eps, sigma=eps, model=model)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(inputs) == 3  # the float32 reference, the ascent, the perturbed pass
+    assert set(dense_dtypes) == {torch.float32} and all(x.dtype == torch.float32 for x in inputs)
+    reference, perturbed = inputs[0], inputs[-1]
+    assert (perturbed - reference).abs().max().item() == pytest.approx(eps, rel=0.05)
+    assert R.dtype == torch.float32 and torch.isfinite(R) and R.item() > 0

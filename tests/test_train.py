@@ -199,3 +199,141 @@ def test_head_lr_makes_two_parameter_groups():
     frozen = tiny_model(freeze=True)
     assert [g["lr"] for g in parameter_groups(frozen, 1e-5, 1e-3)] == [1e-3]
     assert len(parameter_groups(model, 1e-5)) == 1
+
+
+def _sgd_step_with_manual_clip(model, batch, max_norm):
+    """What training_step(grad_clip=max_norm) must do, written out: backward, clip, step."""
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    opt.zero_grad()
+    task_loss("cfimdb", model("cfimdb", batch), batch["labels"]).backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    opt.step()
+    return float(norm)
+
+
+def test_grad_clip_equals_a_manual_clip_and_reports_the_norm_before():
+    batch = collate(toy_examples(8), "cfimdb")
+    clipped, manual = tiny_model(), tiny_model()
+    torch.manual_seed(1)  # the same dropout masks in both
+    stats = training_step(clipped, "cfimdb", batch, torch.optim.SGD(clipped.parameters(), lr=1.0),
+                          grad_clip=0.05)
+    torch.manual_seed(1)
+    norm = _sgd_step_with_manual_clip(manual.train(), batch, 0.05)
+    assert stats["grad_norm"] == pytest.approx(norm) and norm > 0.05  # it did clip
+    after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in clipped.parameters()
+                                                  if p.grad is not None]))
+    assert after <= 0.05 * (1 + 1e-5)
+    for (k, a), b in zip(clipped.state_dict().items(), manual.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=k)
+    assert "grad_norm" not in training_step(clipped, "cfimdb", batch, AdamW(clipped.parameters()))
+
+
+def test_grad_scaler_step_equals_a_plain_step_and_skips_inf_gradients_and_the_teacher():
+    from minbert_lib.smart import SmartConfig
+
+    batch = collate(toy_examples(8), "cfimdb")
+    plain, scaled = tiny_model(), tiny_model()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)  # the CUDA scaler's logic, on a CPU
+    s = []
+    for model, sc in ((plain, None), (scaled, scaler)):
+        torch.manual_seed(1)
+        s.append(training_step(model, "cfimdb", batch, AdamW(model.parameters(), lr=1e-3), grad_clip=0.05,
+                               scaler=sc))
+    # a power-of-two scale is undone exactly, and the gradients are unscaled before clipping
+    assert s[1]["grad_norm"] == pytest.approx(s[0]["grad_norm"], rel=1e-6) and s[1]["skipped"] == 0.0
+    for (k, a), b in zip(plain.state_dict().items(), scaled.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=k)
+    # an inf gradient: the scaler skips the optimizer step, so the teacher must not move either
+    config = SmartConfig(eps=1e-3, sigma=1e-3)
+    teacher = config.make_teacher(scaled)
+    scaled.sentiment.weight.register_hook(lambda g: g * float("inf"))
+    before = {k: v.clone() for k, v in scaled.state_dict().items()}
+    stats = training_step(scaled, "cfimdb", batch, AdamW(scaled.parameters(), lr=1e-3), smart=config,
+                          teacher=teacher, scaler=scaler)
+    assert stats["skipped"] == 1.0 and scaler.get_scale() == 2.0**11 and teacher.num_updates == 0
+    assert all(torch.equal(before[k], v) for k, v in scaled.state_dict().items())
+
+
+def test_precision_auto_on_cuda_is_bf16_or_fp16_and_fp16_is_refused_on_a_cpu(monkeypatch):
+    from minbert_lib.train import autocast, mixed_precision, resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a T4
+    assert resolve_precision("auto", "cuda") == "fp16" and resolve_precision("fp16", "cuda:0") == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # an A100, H100
+    assert resolve_precision("auto", "cuda") == "bf16"
+    with pytest.raises(ValueError, match="fp16.*CUDA"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="precision must be"):
+        resolve_precision("int8", "cpu")
+    assert autocast("cpu", "fp16").fast_dtype == torch.float16
+    assert autocast("cpu", "bf16").fast_dtype == torch.bfloat16 and not autocast("cpu", "fp32")._enabled
+    assert mixed_precision("fp32", "cpu") == ("fp32", None)
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        mixed_precision("bf16", "cpu")
+        assert not torch.backends.cuda.matmul.allow_tf32  # TF32 is a CUDA setting
+        with pytest.warns(UserWarning):  # this CPU build has no CUDA: the scaler disables itself
+            precision, scaler = mixed_precision("fp16", "cuda")
+        assert precision == "fp16" and isinstance(scaler, torch.amp.GradScaler)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def test_fit_resumes_the_grad_scaler_and_records_grad_clip(tmp_path, monkeypatch):
+    from minbert_lib import train as T
+
+    # fp16 needs CUDA; a CPU GradScaler stands in for it. growth_interval=1 doubles the scale at
+    # every step, so a resume that forgot the scaler's state would end with another scale.
+    monkeypatch.setattr(T, "mixed_precision", lambda p, d: ("fp32", torch.amp.GradScaler(
+        "cpu", init_scale=2.0**8, growth_interval=1)))
+    train, dev = toy_examples(64), toy_examples(16, seed=1)
+    kw = dict(epochs=2, lr=3e-3, batch_size=16, seed=5, progress=False, grad_clip=1.0)
+    r1 = fit(tiny_model(seed=1), "cfimdb", train, dev, run_dir=tmp_path / "a", **kw)
+
+    def stop(record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(seed=1), "cfimdb", train, dev, run_dir=tmp_path / "b", on_epoch_end=stop, **kw)
+    r2 = fit(tiny_model(seed=1), "cfimdb", train, dev, run_dir=tmp_path / "b", **kw)
+    assert r2.resumed_from_epoch == 2 and r2.step_losses == r1.step_losses
+
+    def scaler_state(run):
+        return torch.load(tmp_path / run / "last.pt", weights_only=False)["scaler"]
+
+    assert scaler_state("b") == scaler_state("a") and scaler_state("a")["scale"] == 2.0**16  # 8 steps
+    assert "peak_memory_mb" not in r1.history[0]  # CUDA only
+    with pytest.raises(ValueError, match="other settings"):  # grad_clip is part of the run's settings
+        fit(tiny_model(seed=1), "cfimdb", train, dev, run_dir=tmp_path / "a", **{**kw, "grad_clip": None})
+
+
+def test_peak_memory_is_cuda_only(monkeypatch):
+    from minbert_lib.train import peak_memory_mb, reset_peak_memory
+
+    assert peak_memory_mb("cpu") is None
+    reset_peak_memory("cpu")  # nothing to do
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2**20)
+    assert peak_memory_mb("cuda") == 3.0
+
+
+def test_train_multitask_threads_grad_clip_and_the_shard_weight(tmp_path, monkeypatch):
+    from minbert_lib import multitask
+    from minbert_lib import train as T
+
+    calls = []
+    step = T.training_step
+
+    def recording_step(*args, **kwargs):
+        calls.append({k: kwargs[k] for k in ("grad_clip", "scaler", "loss_weight")})
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(T, "training_step", recording_step)
+    train, dev = {"sst": toy_examples(32)}, {"sst": toy_examples(8, seed=1)}
+    kw = dict(schedule_name="single", epochs=1, lr=1e-3, batch_size=8, progress=False, eval_tasks=("sst",))
+    result = multitask.train_multitask(tiny_model(classes=5), train, dev, run_dir=tmp_path, grad_clip=1.0, **kw)
+    assert calls == [{"grad_clip": 1.0, "scaler": None, "loss_weight": 1.0}] * 4  # fp32 on a CPU: no scaler
+    assert "peak_memory_mb" not in result.history[0]
+    with pytest.raises(ValueError, match="other settings"):  # grad_clip is part of the run's settings
+        multitask.train_multitask(tiny_model(classes=5), train, dev, run_dir=tmp_path, **kw)
