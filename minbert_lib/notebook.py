@@ -42,7 +42,7 @@ def choose_profile(device: torch.device | None = None) -> tuple[Profile, str]:
     name = os.environ.get("MINBERT_PROFILE", "").strip()
     device = device or pick_device()
     if name and name != "quick":
-        return get_profile(name), "from MINBERT_PROFILE"
+        return get_profile(None), "from MINBERT_PROFILE"  # get_profile reads it and names it in errors
     if not name and on_colab() and device.type == "cuda":
         return get_profile("paper"), "Colab with a GPU; set MINBERT_PROFILE=quick for a quick read"
     return get_profile("quick"), "the default; MINBERT_PROFILE=cpu or paper trains at full scale"
