@@ -162,7 +162,28 @@ class BertModel(nn.Module):
     def from_pretrained(cls, name_or_path: str = "all-MiniLM-L6-v2", **config_overrides) -> "BertModel":
         """Load pre-trained weights: a local checkpoint directory, the offline default
         "all-MiniLM-L6-v2", or a Hub id such as "bert-base-uncased" (needs a network).
-        `config_overrides` (e.g. hidden_dropout_prob=0.3) replace config.json values."""
-        from .pretrained import load_bert
+        `config_overrides` (e.g. hidden_dropout_prob=0.3) replace config.json values. A checkpoint
+        that cannot be read or does not fit is one CheckpointError naming the path."""
+        from . import pretrained as ckpt  # the files; pretrained.py does not import this module
 
-        return load_bert(name_or_path, **config_overrides)
+        known = {f.name for f in fields(BertConfig)}
+        unknown = sorted(set(config_overrides) - known)
+        if unknown:  # a misspelt override would otherwise be ignored without a word
+            raise TypeError(f"Unknown BertConfig field(s) {unknown}; choose from {sorted(known)}")
+        path = ckpt.resolve_checkpoint(name_or_path)
+        model = cls(BertConfig.from_dict({**ckpt.read_config(path), **config_overrides}))
+        state = ckpt.convert_state_dict(ckpt.read_state_dict(path))
+        mismatched = ckpt.shape_mismatches(model, state)
+        if mismatched:  # load_state_dict would raise one line per tensor
+            raise ckpt.CheckpointError(
+                f"Checkpoint {path} does not fit its config.json: {len(mismatched)} weight(s) have other shapes "
+                f"(first: {mismatched[0]}); config.json and the weights come from different models: "
+                "copy or download the checkpoint again")
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or missing:
+            raise ckpt.CheckpointError(
+                f"Checkpoint {path} does not fit minBERT: missing {missing[:5]}, unexpected {unexpected[:5]}; "
+                "is it a BERT checkpoint?")
+        model.name_or_path = str(name_or_path)
+        model.checkpoint_dir = path
+        return model

@@ -11,19 +11,19 @@ A checkpoint is a directory with `config.json`, the weights (`model.safetensors`
 
 Hugging Face names parameters differently from the CS 224N minBERT, and old checkpoints
 call LayerNorm weights gamma/beta and prefix every key with `bert.`; `convert_state_dict`
-translates all of these. Introduced in Chapter 3 (notebooks/03_minbert).
+translates all of these. This module reads files and knows nothing of the model;
+`model.BertModel.from_pretrained` builds minBERT from what it reads. Introduced in Chapter 3
+(notebooks/03_minbert).
 """
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from .errors import MinbertError
-from .model import BertConfig, BertModel
 
 OFFLINE_DEFAULT = "all-MiniLM-L6-v2"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -123,7 +123,7 @@ def read_config(path: Path) -> dict:
     return config
 
 
-def _shape_mismatches(model: BertModel, state: dict) -> list[str]:
+def shape_mismatches(model: torch.nn.Module, state: dict) -> list[str]:
     """'name: file [a, b] vs model [c, d]' for each weight whose shape config.json does not give."""
     own = model.state_dict()
     return [f"{k}: file {list(v.shape)} vs model {list(own[k].shape)}"
@@ -163,30 +163,3 @@ def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
                 break
         out[k] = value
     return out
-
-
-def load_bert(name_or_path: str | Path = OFFLINE_DEFAULT, **config_overrides) -> BertModel:
-    """Build a minBERT from a checkpoint. See `resolve_checkpoint` for what a name can be."""
-    known = {f.name for f in fields(BertConfig)}
-    unknown = sorted(set(config_overrides) - known)
-    if unknown:  # a misspelt override would otherwise be ignored without a word
-        raise TypeError(f"Unknown BertConfig field(s) {unknown}; choose from {sorted(known)}")
-    path = resolve_checkpoint(name_or_path)
-    config = BertConfig.from_dict({**read_config(path), **config_overrides})
-    model = BertModel(config)
-    state = convert_state_dict(read_state_dict(path))
-    mismatched = _shape_mismatches(model, state)
-    if mismatched:  # load_state_dict would raise one line per tensor
-        raise CheckpointError(
-            f"Checkpoint {path} does not fit its config.json: {len(mismatched)} weight(s) have other shapes "
-            f"(first: {mismatched[0]}); config.json and the weights come from different models: "
-            "copy or download the checkpoint again")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or missing:
-        raise CheckpointError(
-            f"Checkpoint {path} does not fit minBERT: missing {missing[:5]}, unexpected {unexpected[:5]}; "
-            "is it a BERT checkpoint?"
-        )
-    model.name_or_path = str(name_or_path)
-    model.checkpoint_dir = path
-    return model

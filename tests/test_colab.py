@@ -37,7 +37,7 @@ def test_drive_folder_holds_results_and_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "google.colab", types.SimpleNamespace(drive=drive))
     monkeypatch.delenv("MINBERT_RESULTS_DIR", raising=False)
     monkeypatch.delenv("MINBERT_CHECKPOINT_DIR", raising=False)
-    monkeypatch.delenv("MINBERT_RUN_DIR", raising=False)
+    monkeypatch.setenv("MINBERT_RUN_DIR", "")  # recorded, so use_drive's value is undone after the test
     run_dir = colab.use_drive("MyDrive/minbert", mount_point=str(tmp_path))
     assert mounted == [str(tmp_path)] and run_dir == tmp_path / "MyDrive" / "minbert" and run_dir.is_dir()
     assert experiments.results_dir() == run_dir / "results"

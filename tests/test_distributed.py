@@ -14,6 +14,7 @@ import torch
 import torch.multiprocessing as mp
 
 from minbert_lib import distributed, multitask, train
+from minbert_lib import schedules
 from minbert_lib.heads import MultitaskBert
 from minbert_lib.model import BertConfig, BertModel
 from minbert_lib.optim import AdamW
@@ -54,7 +55,7 @@ def _data():
 def _run(model, info, smart=None, teacher=None):
     data = _data()
     opt = AdamW(model.parameters(), lr=1e-2)
-    for step in multitask.round_robin(SIZES, batch_size=BATCH, seed=0):
+    for step in schedules.round_robin(SIZES, batch_size=BATCH, seed=0):
         idx, weight = distributed.shard_weighted(step.indices, info)
         batch = train.collate([data[step.task][i] for i in idx], step.task)
         train.training_step(model, step.task, batch, opt, smart=smart, teacher=teacher, loss_weight=weight)

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from minbert_lib import bench, errors, rundir
+from minbert_lib import predictions
 from minbert_lib import experiments as ex
 from minbert_lib import multitask as mt
 from minbert_lib import protocol as P
@@ -205,8 +206,8 @@ def test_profile_from_the_environment_is_named(monkeypatch, capsys):
 def test_bench_and_predict_bad_arguments(capsys):
     error_of(capsys, bench.main, ["--threads", "0"], "--threads", "at least 1")
     error_of(capsys, bench.main, ["--steps", "-1"], "--steps", "at least 1")
-    error_of(capsys, mt.main, ["predict", "--profile", "Quick"], "Unknown profile 'Quick'")
-    error_of(capsys, mt.main, ["predict", "--seed", "x"], "--seed", "invalid int value")
+    error_of(capsys, predictions.main, ["predict", "--profile", "Quick"], "Unknown profile 'Quick'")
+    error_of(capsys, predictions.main, ["predict", "--seed", "x"], "--seed", "invalid int value")
 
 
 # ---------------------------------------------------------------------------------------
@@ -330,7 +331,7 @@ def recorded_row(scratch, monkeypatch):
     ckpt = scratch / "checkpoints" / "quick" / "table2" / "rrobin" / "seed0"
     ckpt.mkdir(parents=True)
     torch.save({}, ckpt / "best.pt")
-    monkeypatch.setattr(mt, "build_model", lambda *a, **k: (torch.nn.Linear(1, 1), None))
+    monkeypatch.setattr(predictions, "build_model", lambda *a, **k: (torch.nn.Linear(1, 1), None))
     monkeypatch.setattr("minbert_lib.train.load_trainable_state", lambda model, state: None)
     out = scratch / "predictions"
     out.mkdir()
@@ -352,8 +353,8 @@ def test_predict_writes_all_files_at_once(recorded_row, monkeypatch, capsys):
         (Path(out_dir) / "sst-dev-output.csv").write_text("new")
         return {"sst-dev-output.csv": 1, "para-test-output.csv": "absent: no quora-test-student.csv; download it"}
 
-    monkeypatch.setattr(mt, "write_predictions", fake_write)
-    assert mt.main(predict(recorded_row)) == 0
+    monkeypatch.setattr(predictions, "write_predictions", fake_write)
+    assert predictions.main(predict(recorded_row)) == 0
     assert (recorded_row / "sst-dev-output.csv").read_text() == "new"
     assert json.loads((recorded_row / "provenance.json").read_text())["profile"] == "quick"
     assert "para-test-output.csv (absent: no quora-test-student.csv)" in (recorded_row / "README.md").read_text()
@@ -365,31 +366,31 @@ def test_predict_failing_midway_changes_nothing(recorded_row, monkeypatch, capsy
         (Path(out_dir) / "sst-dev-output.csv").write_text("half")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(mt, "write_predictions", full_disk_write)
-    error_of(capsys, mt.main, predict(recorded_row), str(recorded_row), "No space left on device", "nothing in it")
+    monkeypatch.setattr(predictions, "write_predictions", full_disk_write)
+    error_of(capsys, predictions.main, predict(recorded_row), str(recorded_row), "No space left on device", "nothing in it")
     assert (recorded_row / "sst-dev-output.csv").read_text() == "old" and left_beside(recorded_row) == []
 
 
 def test_predict_that_writes_nothing_fails(recorded_row, monkeypatch, capsys):
-    monkeypatch.setattr(mt, "write_predictions", lambda *a, **k: {"sst-dev-output.csv": "absent: no file"})
-    error_of(capsys, mt.main, predict(recorded_row), "no prediction file could be written", "left as it was")
+    monkeypatch.setattr(predictions, "write_predictions", lambda *a, **k: {"sst-dev-output.csv": "absent: no file"})
+    error_of(capsys, predictions.main, predict(recorded_row), "no prediction file could be written", "left as it was")
     assert (recorded_row / "sst-dev-output.csv").read_text() == "old" and left_beside(recorded_row) == []
 
 
 def test_predict_without_data_fails_and_changes_nothing(recorded_row, monkeypatch, capsys):
     monkeypatch.setenv("MINBERT_DATA_DIR", str(recorded_row.parent / "no-data"))
-    error_of(capsys, mt.main, predict(recorded_row), "no-data", "does not exist")
+    error_of(capsys, predictions.main, predict(recorded_row), "no-data", "does not exist")
     assert sorted(p.name for p in recorded_row.iterdir()) == ["provenance.json", "sst-dev-output.csv"]
 
 
 def test_predict_keeps_another_profiles_predictions_without_force(recorded_row, monkeypatch, capsys):
     (recorded_row / "provenance.json").write_text(json.dumps({"profile": "cpu"}))
-    error_of(capsys, mt.main, predict(recorded_row), "the cpu profile's predictions", "--force", "--out")
+    error_of(capsys, predictions.main, predict(recorded_row), "the cpu profile's predictions", "--force", "--out")
     assert (recorded_row / "sst-dev-output.csv").read_text() == "old"
     (recorded_row / "provenance.json").unlink()  # a folder this command did not make
-    error_of(capsys, mt.main, predict(recorded_row), "files not made by this command", "--force")
-    monkeypatch.setattr(mt, "write_predictions", lambda model, tok, out_dir, *a, **k: {"sst-dev-output.csv": 0})
-    assert mt.main(predict(recorded_row, "--force")) == 0
+    error_of(capsys, predictions.main, predict(recorded_row), "files not made by this command", "--force")
+    monkeypatch.setattr(predictions, "write_predictions", lambda model, tok, out_dir, *a, **k: {"sst-dev-output.csv": 0})
+    assert predictions.main(predict(recorded_row, "--force")) == 0
     assert not (recorded_row / "sst-dev-output.csv").exists()  # replaced as a whole
 
 

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from minbert_lib import multitask as mt
+from minbert_lib import predictions
+from minbert_lib import schedules
 
 POSTER = {"sst": 8544, "quora": 141_506, "sts": 6040}  # the poster's training-set sizes
 SMALL = {"sst": 300, "quora": 700, "sts": 200}
@@ -17,7 +19,7 @@ def _coverage(steps, task):
 
 
 def test_round_robin_order_counts_and_sizes():
-    steps = mt.round_robin(POSTER, batch_size=64)
+    steps = schedules.round_robin(POSTER, batch_size=64)
     assert len(steps) == 3 * (6040 // 64) == 3 * 94  # ALGORITHMS.md: 94 iterations
     assert [s.task for s in steps[:6]] == ["sst", "quora", "sts"] * 2
     assert all(s.batch_size == 64 for s in steps)
@@ -29,26 +31,26 @@ def test_round_robin_order_counts_and_sizes():
 
 
 def test_round_robin_reshuffles_one_fixed_sample_between_epochs_and_is_reproducible():
-    a = mt.round_robin(SMALL, batch_size=16, epoch=0, seed=0)
-    b = mt.round_robin(SMALL, batch_size=16, epoch=0, seed=0)
-    c = mt.round_robin(SMALL, batch_size=16, epoch=1, seed=0)
+    a = schedules.round_robin(SMALL, batch_size=16, epoch=0, seed=0)
+    b = schedules.round_robin(SMALL, batch_size=16, epoch=0, seed=0)
+    c = schedules.round_robin(SMALL, batch_size=16, epoch=1, seed=0)
     assert a == b
     assert [s.indices for s in a] != [s.indices for s in c]  # reshuffled
     for t in SMALL:  # the poster's random.sample, drawn once: the same examples every epoch
         assert set(_coverage(a, t)) == set(_coverage(c, t))
         assert len(_coverage(a, t)) == (200 // 16) * 16
-    other = mt.round_robin(SMALL, batch_size=16, epoch=0, seed=1)
+    other = schedules.round_robin(SMALL, batch_size=16, epoch=0, seed=1)
     assert set(_coverage(a, "quora")) != set(_coverage(other, "quora"))  # a seed draws its own sample
 
 
 def test_round_robin_wraps_a_task_smaller_than_the_anchor():
-    steps = mt.round_robin({"sst": 40, "quora": 500, "sts": 200}, batch_size=16)
+    steps = schedules.round_robin({"sst": 40, "quora": 500, "sts": 200}, batch_size=16)
     assert len([s for s in steps if s.task == "sst"]) == 200 // 16
     assert all(s.batch_size == 16 for s in steps)
 
 
 def test_pretrain_round_robin_follows_the_posters_start_points():
-    steps = mt.pretrain_round_robin(POSTER, batch_size=64)
+    steps = schedules.pretrain_round_robin(POSTER, batch_size=64)
     iterations = 141_506 // 64
     counts = Counter(s.task for s in steps)
     assert counts == {"quora": iterations, "sst": 8544 // 64, "sts": 6040 // 64}
@@ -63,10 +65,10 @@ def test_pretrain_round_robin_follows_the_posters_start_points():
 
 
 def test_interleaved_sees_every_example_exactly_once_with_shrunken_batches():
-    steps = mt.interleaved(POSTER, batch_size=64)
+    steps = schedules.interleaved(POSTER, batch_size=64)
     iterations = 141_506 // 64  # the poster's floor(N_Quora / B)
     assert len(steps) == 3 * iterations
-    summary = mt.summarize(steps)
+    summary = schedules.summarize(steps)
     for t, n in {"sst": 8544, "sts": 6040}.items():
         seen = _coverage(steps, t)
         assert len(seen) == n and max(seen.values()) == 1, t
@@ -79,7 +81,7 @@ def test_interleaved_sees_every_example_exactly_once_with_shrunken_batches():
 
 
 def test_proportional_covers_everything_and_visits_by_size():
-    steps = mt.proportional(SMALL, batch_size=16)
+    steps = schedules.proportional(SMALL, batch_size=16)
     counts = Counter(s.task for s in steps)
     assert counts == {t: math.ceil(n / 16) for t, n in SMALL.items()}
     for t, n in SMALL.items():
@@ -91,27 +93,27 @@ def test_proportional_covers_everything_and_visits_by_size():
 @pytest.mark.parametrize("alpha", [1.0, 0.5, 0.0])
 def test_sampled_task_frequencies_follow_n_to_the_alpha(alpha):
     sizes = {"sst": 1000, "quora": 16000, "sts": 4000}
-    steps = mt.sampled(sizes, batch_size=8, alpha=alpha, steps=6000, seed=1)
+    steps = schedules.sampled(sizes, batch_size=8, alpha=alpha, steps=6000, seed=1)
     counts = Counter(s.task for s in steps)
-    probs = mt.task_probabilities(sizes, alpha)
+    probs = schedules.task_probabilities(sizes, alpha)
     for t in sizes:
         assert abs(counts[t] / 6000 - probs[t]) < 0.03, (t, counts[t], probs[t])
     assert all(s.batch_size == 8 for s in steps)
 
 
 def test_sqrt_probabilities_and_annealing():
-    p = mt.task_probabilities({"a": 100, "b": 400}, 0.5)
+    p = schedules.task_probabilities({"a": 100, "b": 400}, 0.5)
     assert p["b"] == pytest.approx(2 / 3)
-    assert mt.annealed_alpha(0, 5) == 1.0 and mt.annealed_alpha(4, 5) == pytest.approx(0.2)
-    first = Counter(s.task for s in mt.schedule("annealed", SMALL, 8, epoch=0, epochs=3))
-    last = Counter(s.task for s in mt.schedule("annealed", SMALL, 8, epoch=2, epochs=3))
+    assert schedules.annealed_alpha(0, 5) == 1.0 and schedules.annealed_alpha(4, 5) == pytest.approx(0.2)
+    first = Counter(s.task for s in schedules.schedule("annealed", SMALL, 8, epoch=0, epochs=3))
+    last = Counter(s.task for s in schedules.schedule("annealed", SMALL, 8, epoch=2, epochs=3))
     assert first["quora"] / sum(first.values()) > last["quora"] / sum(last.values())
 
 
 def test_single_task_and_bucketing_keep_coverage_but_cut_padding():
     lengths = np.random.default_rng(0).integers(5, 60, size=500)
-    plain = mt.single_task({"sst": 500}, batch_size=32)
-    bucketed = mt.single_task({"sst": 500}, batch_size=32, lengths={"sst": lengths})
+    plain = schedules.single_task({"sst": 500}, batch_size=32)
+    bucketed = schedules.single_task({"sst": 500}, batch_size=32, lengths={"sst": lengths})
     for steps in (plain, bucketed):
         seen = _coverage(steps, "sst")
         assert len(seen) == 500 and max(seen.values()) == 1
@@ -122,19 +124,19 @@ def test_single_task_and_bucketing_keep_coverage_but_cut_padding():
     sizes = {"sst": 90, "quora": 200, "sts": 50}
     lens = {t: np.random.default_rng(1).integers(3, 40, size=n) for t, n in sizes.items()}
     for t, n in sizes.items():
-        seen = _coverage(mt.interleaved(sizes, 16, lengths=lens), t)
+        seen = _coverage(schedules.interleaved(sizes, 16, lengths=lens), t)
         expected = (n // 16) * 16 if t == "quora" else n  # Quora, the driver: full batches of B
         assert len(seen) == expected and max(seen.values()) == 1
 
 
 def test_schedule_dispatch_and_errors():
-    for name in mt.SCHEDULES:
+    for name in schedules.SCHEDULES:
         sizes = {"sst": 100} if name == "single" else SMALL
-        assert mt.schedule(name, sizes, 16)
+        assert schedules.schedule(name, sizes, 16)
     with pytest.raises(ValueError):
-        mt.schedule("nope", SMALL, 16)
+        schedules.schedule("nope", SMALL, 16)
     with pytest.raises(ValueError):
-        mt.round_robin({"sst": 10, "quora": 10, "sts": 3}, batch_size=16)
+        schedules.round_robin({"sst": 10, "quora": 10, "sts": 3}, batch_size=16)
 
 
 # -- the pair heads and the relational layer (minbert_lib.heads) --------------------------------
@@ -278,7 +280,7 @@ def test_write_predictions_in_the_course_format(tmp_path, monkeypatch):
     cfg = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=32, max_position_embeddings=32)
     model = MultitaskBert(BertModel(cfg), dropout=0.0).eval()
-    written = mt.write_predictions(model, Tokenizer.from_pretrained(), tmp_path / "out", max_length=16)
+    written = predictions.write_predictions(model, Tokenizer.from_pretrained(), tmp_path / "out", max_length=16)
     assert written["sst-dev-output.csv"] == 2 and written["sst-test-output.csv"] == 3
     assert written["para-dev-output.csv"] == 2  # the fallback's dev part
     assert written["para-test-output.csv"].startswith("absent")
@@ -289,7 +291,7 @@ def test_write_predictions_in_the_course_format(tmp_path, monkeypatch):
     assert all(int(l.split(" , ")[1]) in range(5) for l in lines[1:])
     assert (tmp_path / "out" / "sts-dev-output.csv").read_text().startswith("id \t Predicted_Similiarity \n")
     assert (tmp_path / "out" / "para-dev-output.csv").read_text().startswith("id \t Predicted_Is_Paraphrase \n")
-    sts = mt.read_submission(tmp_path / "out" / "sts-dev-output.csv")
+    sts = predictions.read_submission(tmp_path / "out" / "sts-dev-output.csv")
     assert set(sts) == {"p1", "p2"} and all(-5 <= v <= 5 for v in sts.values())
 
 
@@ -322,18 +324,18 @@ def test_best_row_and_best_seed_are_chosen_on_the_dev_metrics():
     records = {"single": {"tasks": ["sst"], "metrics": rec(0.9, 0.9, 0.9)},
                "a": {"tasks": ["sst", "quora", "sts"], "metrics": rec(0.4, 0.8, 0.8)},
                "b": {"tasks": ["sst", "quora", "sts"], "metrics": rec(0.5, 0.8, 0.8)}}
-    assert mt.best_row(records) == "b" and mt.best_row(records, multitask_only=False) == "single"
+    assert predictions.best_row(records) == "b" and predictions.best_row(records, multitask_only=False) == "single"
     three = {"seeds": [0, 1, 2], "metrics": rec(0.5, 0.8, 0.8),
              "runs": [{"seed": 0, "metrics": rec(0.50, 0.80, 0.80)}, {"seed": 1, "metrics": rec(0.49, 0.82, 0.81)},
                       {"seed": 2, "metrics": rec(0.51, 0.78, 0.80)}]}
-    assert mt.best_seed(three) == 1
-    assert mt.best_seed({"seeds": [4], "metrics": rec(0.5, 0.8, 0.8)}) == 4
+    assert predictions.best_seed(three) == 1
+    assert predictions.best_seed({"seeds": [4], "metrics": rec(0.5, 0.8, 0.8)}) == 4
 
 
 def test_predict_cli_reports_a_missing_row_or_checkpoint_in_one_line(capsys):
-    assert mt.main(["predict", "--table", "table2-extra", "--row", "no-such-row"]) == 2
+    assert predictions.main(["predict", "--table", "table2-extra", "--row", "no-such-row"]) == 2
     assert "no recorded row 'no-such-row'" in capsys.readouterr().err
     # recorded before the protocol: its settings are unknown, so the row must be recorded again
-    assert mt.main(["predict", "--table", "table2-extra", "--row", "rrobin-full+layer-3ep", "--seed", "7"]) == 2
+    assert predictions.main(["predict", "--table", "table2-extra", "--row", "rrobin-full+layer-3ep", "--seed", "7"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "recorded before the protocol" in err and err.count("\n") == 1
