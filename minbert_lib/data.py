@@ -53,6 +53,10 @@ TASKS = {
     "sts": ("sts", ("sentence1", "sentence2"), "similarity", float),
 }
 SPLITS = {"train": "train", "dev": "dev", "test": "test-student"}
+# SST's five sentiment classes, label 0 to 4, named as in Socher et al. 2013 (the CS 224N
+# handout says negative, somewhat negative, neutral, somewhat positive, positive).
+# Chapters 1 and 5 print them.
+SST_LABELS = ("very negative", "negative", "neutral", "positive", "very positive")
 QUORA_FALLBACK_TRAIN = 16_000  # pairs of quora-dev.csv used for training when quora-train.csv is absent
 QUORA_FALLBACK_SEED = 0
 
