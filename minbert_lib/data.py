@@ -68,6 +68,10 @@ TASKS = {
 # (sentiment 7), a "non-finite loss" (similarity nan) or not at all (similarity 99) in training.
 LABELS = {"sst": range(5), "cfimdb": range(2), "quora": range(2), "sts": (0.0, 5.0)}
 SPLITS = {"train": "train", "dev": "dev", "test": "test-student"}
+# SST's five sentiment classes, label 0 to 4, named as in Socher et al. 2013 (the CS 224N
+# handout says negative, somewhat negative, neutral, somewhat positive, positive).
+# Chapters 1 and 5 print them.
+SST_LABELS = ("very negative", "negative", "neutral", "positive", "very positive")
 QUORA_FALLBACK_TRAIN = 16_000  # pairs of quora-dev.csv used for training when quora-train.csv is absent
 QUORA_FALLBACK_SEED = 0
 

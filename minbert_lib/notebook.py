@@ -2,8 +2,9 @@
 
 `setup_chapter()` seeds every random generator, picks the device, chooses the profile
 (`choose_profile`: $MINBERT_PROFILE if set; else `paper` on Colab with a GPU; else `quick`),
-fixes figure formats (so nbval compares stable outputs), and says in one line which profile
-runs and why. That line is the same on every local CPU run, so nbval can check it.
+sets torch's CPU thread count ($MINBERT_THREADS if set, else the chapter's `threads`), fixes
+figure formats (so nbval compares stable outputs), and says in one line which profile runs
+and why. That line is the same on every local CPU run, so nbval can check it.
 Used by every chapter (notebooks/*).
 """
 from __future__ import annotations
@@ -49,10 +50,14 @@ def choose_profile(device: torch.device | None = None) -> tuple[Profile, str]:
 
 
 def setup_chapter(seed: int = 0, threads: int | None = None) -> Chapter:
-    """Seed, pick device and profile, set plot defaults; print what runs."""
+    """Seed, set the thread count, pick device and profile, set plot defaults; print what runs.
+
+    Threads: $MINBERT_THREADS wins over `threads` (the chapter's choice), so that CI can run
+    every chapter on one thread (.ci/run); neither set leaves torch's default."""
     seed_everything(seed)
-    if threads or os.environ.get("MINBERT_THREADS"):
-        torch.set_num_threads(int(threads or os.environ["MINBERT_THREADS"]))
+    n = os.environ.get("MINBERT_THREADS", "").strip() or threads
+    if n:
+        torch.set_num_threads(int(n))
     device = pick_device()
     profile, why = choose_profile(device)
     try:  # stable, compact figures in the committed notebooks

@@ -47,3 +47,17 @@ def test_one_stable_line_on_a_local_cpu(monkeypatch, capsys):
     assert capsys.readouterr().out == first
     assert first.count("\n") == 1 and first.startswith("profile: quick (")
     assert (chapter.profile.name, chapter.device, chapter.seed) == ("quick", CPU, 0)
+
+
+def test_minbert_threads_wins_over_the_chapter(monkeypatch, capsys):
+    # .ci/run re-runs the chapters with MINBERT_THREADS=1; a chapter's own choice must yield.
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("MINBERT_THREADS", raising=False)
+        notebook.setup_chapter(seed=0, threads=1)
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("MINBERT_THREADS", "2")
+        notebook.setup_chapter(seed=0, threads=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
