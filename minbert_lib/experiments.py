@@ -354,6 +354,25 @@ def _note_commit(seed_dir: Path, commit: str) -> None:
             f.write(commit + "\n")
 
 
+def seed_results_dir(row_file: Path) -> Path:
+    """Where a row's finished seeds are recorded one file each, beside the row's file:
+    results/<profile>/<table>/seeds/<row>/seed<k>.json. Committed as each seed lands, they let a
+    fresh clone (which has no checkpoints/) resume a row seed by seed."""
+    return row_file.parent / "seeds" / row_file.stem
+
+
+def recorded_seed(seeds_dir: Path, seed: int, row_protocol: dict) -> dict | None:
+    """A seed's recorded run if it was trained by today's protocol for the row, else None
+    (absent, or made by other settings: then it is trained again, from its checkpoint if any)."""
+    from .rundir import read_json
+
+    path = seeds_dir / f"seed{seed}.json"
+    if not path.is_file():
+        return None
+    saved = read_json(path, "delete it to train the seed again, or restore it with git checkout")
+    return saved["run"] if saved.get("protocol") == row_protocol else None
+
+
 def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: bool = False, fresh: bool = False,
             progress: bool = True, results_root: Path | None = None, checkpoints_root: Path | None = None,
             smoke: bool = False, discard=()) -> dict:
@@ -361,8 +380,10 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
 
     Seeds whose training finished (checkpoints/<profile>/<table>/<row>/seed<k>/done.json) are
     not retrained, and an interrupted seed resumes from its last epoch; so `force=True` with more
-    seeds only trains the new ones. `fresh=True` deletes the row's checkpoints first; `discard`
-    deletes only those seeds' checkpoints (a corrupt one) and implies `force`.
+    seeds only trains the new ones. Each finished seed is also written at once to
+    `seed_results_dir` (commit it): a seed recorded there under today's protocol is reused
+    without training, also on a fresh clone. `fresh=True` deletes the row's checkpoints and
+    seed files first; `discard` deletes only those seeds' (a corrupt one) and implies `force`.
     `smoke=True`: one seed, a few steps per task on a random bert-base architecture
     (`protocol.smoke_settings`), results and checkpoints in a temporary folder."""
     import shutil
@@ -396,10 +417,13 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
     not_seeds = [s for s in discard if s not in seeds]
     if not_seeds:
         raise UsageError(f"--discard-seed {not_seeds}: not among the seeds of {spec.table}/{spec.name} ({seeds})")
-    if fresh and row_ckpt.exists():
-        shutil.rmtree(row_ckpt)
+    seeds_dir = seed_results_dir(path)
+    if fresh:
+        shutil.rmtree(row_ckpt, ignore_errors=True)
+        shutil.rmtree(seeds_dir, ignore_errors=True)
     for seed in discard:  # only these seeds' folders: the other finished seeds are reused
         shutil.rmtree(row_ckpt / f"seed{seed}", ignore_errors=True)
+        (seeds_dir / f"seed{seed}.json").unlink(missing_ok=True)
     started = time.time()
     commit = git_commit()  # the code that trains the row (HEAD may move while it runs)
     runs = []
@@ -407,6 +431,11 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
         print(f"{spec.table}/{spec.name}: seed {seed} ({profile.name} profile{', smoke' if smoke else ''}, "
               f"{device})", flush=True)
         seed_dir = row_ckpt / f"seed{seed}"
+        recorded = recorded_seed(seeds_dir, seed, row_proto)
+        if recorded is not None:  # finished under this protocol (in git): no checkpoint needed
+            runs.append(recorded)
+            print(f"{spec.table}/{spec.name}: seed {seed}: recorded in {seeds_dir / f'seed{seed}.json'}", flush=True)
+            continue
         done_before = _read_text(seed_dir / DONE_FILE)
         if done_before is None:  # the seed will train (from scratch or from last.pt) with this code
             _note_commit(seed_dir, commit)
@@ -421,6 +450,8 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
         out["commits"] = _read_text(seed_dir / COMMITS_FILE, "").split() or [
             "unknown: trained before commits were noted per seed (see the row's commit)"]
         runs.append(out)
+        if int(os.environ.get("RANK", "0")) == 0:  # each finished seed at once, for git
+            write_json_atomic(seeds_dir / f"seed{seed}.json", {"seed": seed, "protocol": row_proto, "run": out})
         m = ", ".join(f"{k} {v:.3f}" for k, v in out["metrics"].items())
         print(f"{spec.table}/{spec.name}: seed {seed}: {m}, {out['seconds_per_epoch']:.1f} s/epoch", flush=True)
     record = aggregate(spec, profile.name, row_proto, runs, seeds)

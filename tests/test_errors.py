@@ -300,6 +300,8 @@ def test_a_damaged_seed_is_named_and_discarded_alone(fake_table, scratch, capsys
     assert ex.main(argv) == 0 and trained == [0, 1, 2]
     seed1 = scratch / "checkpoints" / "quick" / "tabletest" / "row-a" / "seed1"
     (seed1 / "done.json").unlink()
+    # without its results file (e.g. interrupted before it finished), seed 1 resumes from checkpoints/
+    (scratch / "results" / "quick" / "tabletest" / "seeds" / "row-a" / "seed1.json").unlink()
     (seed1 / damaged).write_bytes(content if isinstance(content, bytes) else content.encode())
     capsys.readouterr()
     error_of(capsys, ex.main, [*argv, "--force"], str(seed1 / damaged), "cannot be read",

@@ -157,3 +157,31 @@ def test_each_seed_records_the_commits_that_trained_it(fake_table, tmp_path, mon
     (legacy / "done.json").write_text(json.dumps({"epochs": 3}))  # finished before commits were noted
     rec = ex.run_row(fake_table["row-a"], prof, seeds=[2], force=True, **kw)
     assert rec["runs"][0]["commits"][0].startswith("unknown")
+
+
+def test_finished_seeds_are_recorded_one_file_each_and_reused_on_a_fresh_clone(fake_table, tmp_path, monkeypatch):
+    calls = []
+
+    def runner(spec, settings, seed, device, run_dir, progress=True):
+        calls.append(seed)
+        return fake_runner(spec, settings, seed, device, run_dir)
+
+    monkeypatch.setitem(ex.RUNNERS, "fake", runner)
+    prof, spec = get_profile("quick"), fake_table["row-a"]
+    kw = dict(results_root=tmp_path / "results", device="cpu", progress=False)
+    first = ex.run_row(spec, prof, checkpoints_root=tmp_path / "ckpt-a", **kw)
+    seeds_dir = tmp_path / "results" / "quick" / "tabletest" / "seeds" / "row-a"
+    assert sorted(p.name for p in seeds_dir.iterdir()) == ["seed0.json", "seed1.json", "seed2.json"]
+    assert calls == [0, 1, 2]
+    # a fresh clone: the results (and seed files) from git, no checkpoints: nothing trains again
+    again = ex.run_row(spec, prof, checkpoints_root=tmp_path / "ckpt-b", force=True, **kw)
+    assert calls == [0, 1, 2] and again["metrics"] == first["metrics"]
+    # one seed discarded: only it trains
+    ex.run_row(spec, prof, checkpoints_root=tmp_path / "ckpt-b", discard=[1], **kw)
+    assert calls == [0, 1, 2, 1]
+    # settings that changed since: the seed files no longer count
+    changed = P.RowSpec("tabletest", "row-a", tasks=("sst",), schedule="fake",
+                        changes={"quick": (P.Change("seeds", 3, "a test row with three seeds"),
+                                           P.Change("epochs", 2, "one epoch more"))})
+    ex.run_row(changed, prof, checkpoints_root=tmp_path / "ckpt-c", force=True, **kw)
+    assert calls == [0, 1, 2, 1, 0, 1, 2]
