@@ -501,6 +501,10 @@ def run_table(table: str, profile: Profile, rows=None, **kwargs) -> dict:
     return {name: run_row(TABLES[table][name], profile, **kwargs) for name in names}
 
 
+# Files a table's folder holds beside its rows that are not rows (verdicts.py writes verdicts.json).
+NOT_ROW_FILES = ("verdicts.json",)
+
+
 def load_results(profile: str, table: str, root: Path | None = None) -> dict:
     """{row: record} of the recorded rows, in the table's row order (unregistered rows last)."""
     folder = (root or results_dir()) / profile / table
@@ -509,7 +513,8 @@ def load_results(profile: str, table: str, root: Path | None = None) -> dict:
     from .rundir import read_json
 
     again = f"restore it (git checkout -- {folder}) or record the row again with --force"
-    records = {p.stem: read_json(p, again) for p in sorted(folder.glob("*.json"))}
+    records = {p.stem: read_json(p, again) for p in sorted(folder.glob("*.json"))
+               if p.name not in NOT_ROW_FILES}
     order = [r for r in TABLES.get(table, {}) if r in records] + [r for r in records if r not in TABLES.get(table, {})]
     return {r: records[r] for r in order}
 
