@@ -53,6 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import MultiHeadSelfAttention
+
 KINDS = ("categorical", "bernoulli", "regression")
 
 
@@ -148,9 +150,13 @@ class _dropout_mode:
 
 
 def _has_active_dropout(model: nn.Module | None) -> bool:
+    """Whether a forward pass of `model` would drop anything: an nn.Dropout with p > 0, or a
+    BERT attention block, whose dropout on the probabilities is functional (F.dropout or the
+    fused kernel's dropout_p) and so is no nn.Dropout module."""
     if model is None or not model.training:
         return False
-    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+    return any((isinstance(m, nn.Dropout) and m.p > 0)
+               or (isinstance(m, MultiHeadSelfAttention) and m.dropout_p > 0) for m in model.modules())
 
 
 def capture_rng(device: torch.device | str = "cpu") -> dict:

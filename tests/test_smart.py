@@ -383,3 +383,41 @@ def test_perturbation_reaches_the_first_layer_in_float32_under_autocast(dtype, a
     reference, perturbed = inputs[0], inputs[-1]
     assert (perturbed - reference).abs().max().item() == pytest.approx(eps, rel=0.05)
     assert R.dtype == torch.float32 and torch.isfinite(R) and R.item() > 0
+
+
+def test_attention_dropout_alone_counts_as_active_dropout():
+    """BERT's attention dropout is functional (no nn.Dropout module): a model whose only
+    dropout is on the attention probabilities still has dropout in training mode."""
+    from minbert_lib.attention import MultiHeadSelfAttention
+    from minbert_lib.smart import _has_active_dropout, capture_rng
+
+    model = TinyClassifier(dropout=0.0).double().train()
+    assert not _has_active_dropout(model)
+    for m in model.modules():
+        if isinstance(m, MultiHeadSelfAttention):
+            m.dropout_p = 0.2
+    assert _has_active_dropout(model) and not _has_active_dropout(model.eval())
+    model.train()
+    ids = batch(B=8)
+    embs, masks = model.embed(ids)
+    out = model.forward_from_embeddings(embs, masks)
+    calls = []
+
+    def f(e, m):
+        calls.append(1)
+        return model.forward_from_embeddings(e, m)
+
+    adversarial_loss(f, embs, masks, out, "categorical", model=model, dropout_in_adversary=False)
+    assert len(calls) == 3  # the reference is recomputed in eval mode
+    with pytest.raises(ValueError):  # "same" needs the masks to replay
+        adversarial_loss(f, embs, masks, out, "categorical", model=model, dropout_in_adversary="same")
+
+    def R(eps, mode):
+        torch.manual_seed(0)
+        rng = capture_rng()
+        out = model.forward_from_embeddings(embs, masks)
+        return adversarial_loss(model.forward_from_embeddings, embs, masks, out, "categorical", eps=eps,
+                                sigma=eps, model=model, dropout_in_adversary=mode, rng_state=rng).item()
+
+    # The attention masks are replayed: no dropout floor; fresh masks keep one.
+    assert 0 < R(1e-6, "same") < 1e-4 * R(1e-6, True)
