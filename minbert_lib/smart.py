@@ -27,7 +27,9 @@ perturbed branch.
 
 Dropout (the poster's customization): with `dropout_in_adversary=False` the adversarial
 passes run in eval mode (dropout off) and so does the clean reference f(x) they are
-compared with, so R_s → 0 as ε → 0. With dropout on in both (`True`, the paper's code), two
+compared with, from an embedding recomputed in eval mode (the training pass's embeddings
+carry the embedding layer's dropout): every one of those passes is an eval-mode forward,
+so R_s → 0 as ε → 0. With dropout on in both (`True`, the paper's code), two
 dropout masks are two different networks and R_s stays at a floor however small ε is.
 `"same"` replays the clean pass's dropout masks in the adversarial passes (the random
 number generator state is captured before the clean pass): one sub-network on both sides,
@@ -209,6 +211,7 @@ def adversarial_loss(
     dropout_in_adversary: bool | str = False,
     rng_state: dict | None = None,
     return_perturbation: bool = False,
+    embed: Callable[[], torch.Tensor | Sequence[torch.Tensor]] | None = None,
 ):
     """R_s: ℓ_s(f(x + δ), f(x)) after K projected, normalized ascent steps on δ.
 
@@ -220,7 +223,12 @@ def adversarial_loss(
 
     - False (the poster): the adversarial passes run in eval mode; if `model` is training
       with dropout, the reference f(x) is recomputed in eval mode too (one forward and
-      backward more), so that R_s → 0 as ε → 0. The model's mode is restored.
+      backward more), so that R_s → 0 as ε → 0. The model's mode is restored. `embed`, a
+      callable that recomputes the embeddings from the token ids (`smart_terms` passes
+      `model.embed(task, batch)`), makes that recompute start from an eval-mode embedding
+      too: the given `embeddings` carry the embedding layer's dropout of the training pass,
+      and the poster recomputed from the token ids. Without `embed` the given embeddings are
+      used as they are.
     - True (the paper's code): the passes draw fresh dropout masks; R_s has a dropout floor.
     - "same": the passes replay the dropout masks of the clean pass, from `rng_state`
       (`capture_rng()` taken right before the clean forward from the embeddings): the same
@@ -245,7 +253,8 @@ def adversarial_loss(
         raise ValueError('dropout_in_adversary="same" needs rng_state=capture_rng() from before the clean pass')
     autocast_on = torch.is_autocast_enabled(device.type)
     eval_mode = dropout_in_adversary is False
-    recompute = clean_output is None or autocast_on or (eval_mode and _has_active_dropout(model))
+    eval_recompute = eval_mode and _has_active_dropout(model)  # asked before the model goes to eval
+    recompute = clean_output is None or autocast_on or eval_recompute
 
     def f(e):
         if same:
@@ -253,6 +262,9 @@ def adversarial_loss(
         return forward_from_embeddings(e, masks)
 
     with _dropout_mode(model, off=eval_mode), torch.autocast(device.type, enabled=False):
+        if eval_recompute and embed is not None:  # dropout off includes the embedding layer's
+            fresh = embed()
+            embeddings = tuple(_at_least_float32(e) for e in ((fresh,) if isinstance(fresh, torch.Tensor) else fresh))
         reference = f(embeddings) if recompute else clean_output
         target = reference.detach()
         x = tuple(e.detach() for e in embeddings)  # the ascent must not touch θ's graph
@@ -360,8 +372,10 @@ def smart_terms(model: nn.Module, task: str, batch: dict, embeddings, masks, out
                 kind: str, config: SmartConfig, teacher: MomentumTeacher | None = None,
                 rng_state: dict | None = None) -> dict:
     """SMART's terms for a batch whose clean forward pass (embeddings -> output) is done,
-    for a model with the MultitaskBert interface (`forward_from_embeddings(task, e, m)`;
-    the teacher is called as `teacher(task, batch)`).
+    for a model with the MultitaskBert interface (`embed(task, batch)`,
+    `forward_from_embeddings(task, e, m)`; the teacher is called as `teacher(task, batch)`).
+    With dropout off in the adversary, the embeddings are recomputed from `batch` in eval
+    mode (`adversarial_loss`'s `embed`).
 
     Returns {"adv": R_s (None when λ_s = 0), "breg": D_Breg (None without a teacher or
     when μ = 0), "reg": λ_s·R_s + μ·D_Breg}; the caller adds terms["reg"] to the task loss
@@ -373,9 +387,11 @@ def smart_terms(model: nn.Module, task: str, batch: dict, embeddings, masks, out
         def f(e, m):
             return model.forward_from_embeddings(task, e, m)
 
+        embed = (lambda: model.embed(task, batch)[0]) if batch is not None else None
         adv = adversarial_loss(f, embeddings, masks, output, kind, eps=config.eps, sigma=config.sigma,
                                eta=config.eta, steps=config.steps, model=model,
-                               dropout_in_adversary=config.dropout_in_adversary, rng_state=rng_state)
+                               dropout_in_adversary=config.dropout_in_adversary, rng_state=rng_state,
+                               embed=embed)
         reg = reg + config.lambda_s * adv
     if teacher is not None and config.mu:
         breg = bregman_divergence(kind, output, teacher(task, batch))

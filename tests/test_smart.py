@@ -421,3 +421,39 @@ def test_attention_dropout_alone_counts_as_active_dropout():
 
     # The attention masks are replayed: no dropout floor; fresh masks keep one.
     assert 0 < R(1e-6, "same") < 1e-4 * R(1e-6, True)
+
+
+@pytest.mark.parametrize("task", ["sst", "quora", "sts"])
+def test_dropout_off_passes_equal_an_eval_mode_forward(task):
+    """dropout_in_adversary=False means the whole forward pass, embedding dropout included,
+    is an eval-mode forward: with δ = 0 (σ = ε = 0) the reference and the adversarial
+    passes equal model.eval(); model(task, batch), for a model training with dropout on its
+    embeddings, hidden layers, attention and heads."""
+    from minbert_lib.heads import TASK_KIND, MultitaskBert
+
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(**TINY, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.2))
+    model = MultitaskBert(bert, dropout=0.3, relational=True)
+    ids, ids2 = batch(seed=1), batch(seed=2)
+    b = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+         "input_ids2": ids2, "attention_mask2": torch.ones_like(ids2)}
+    with torch.no_grad():
+        expected = model.eval()(task, b)
+    model.train()
+    outputs, forward = [], model.forward_from_embeddings
+
+    def recording(*args):
+        out = forward(*args)
+        outputs.append(out.detach())
+        return out
+
+    model.forward_from_embeddings = recording  # the instance attribute shadows the method
+    cfg = SmartConfig(eps=0.0, sigma=0.0, dropout_in_adversary=False, bregman=False)
+    _, terms = smart_forward(model, task, b, TASK_KIND[task], cfg)
+    clean, *adversarial = outputs
+    assert len(adversarial) == 3  # the eval-mode reference, the ascent, the perturbed pass
+    assert not torch.allclose(clean, expected, rtol=1e-3, atol=1e-3)  # the training pass drops
+    for out in adversarial:
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-7)
+    assert terms["adv"].item() == pytest.approx(0.0, abs=1e-12)
+    assert model.training
