@@ -36,11 +36,18 @@ number generator state is captured before the clean pass): one sub-network on bo
 so R_s → 0 as ε → 0 as well, while the clean output is reused; it is SmartConfig's
 default. Chapter 6 plots all three.
 
+Variants by name (`SmartConfig.named`, `VARIANTS`): "replayed" (the book's default, replayed
+masks), "paper" (fresh masks), "poster" (dropout off), all three with the projected ascent
+above; and "mt-dnn", the reference code (namisan/mt-dnn), which never projects onto the
+ε-ball and rescales δ + η·g to unit ∞-norm per token (`perturbation="mt-dnn"`): its
+perturbation is O(1), not ε, with fresh dropout masks.
+
 Cost per training step, counted in forward passes F of the encoder (a backward ≈ 2F, a
 backward to the input only ≈ 1F): plain fine-tuning 3F; SMART with K=1 and the teacher
 adds the ascent (1F + 1F), the perturbed pass (1F + 2F) and the teacher (1F) = 9F, about 3×
 (dropout True or "same"); the poster's eval-mode reference adds one forward and backward
-more (12F, about 4×). `python -m minbert_lib.bench --smart` measures it.
+more (12F, about 4×; recomputing its embedding layer costs next to nothing).
+`python -m minbert_lib.bench --smart` measures it.
 
 Introduced in Chapter 6 (notebooks/06_smart_adversarial); the teacher and the Bregman term
 in Chapter 7 (notebooks/07_bregman_smooth_valleys).
@@ -190,6 +197,9 @@ def normalize_linf(g: torch.Tensor) -> torch.Tensor:
 
 
 DROPOUT_MODES = (False, True, "same")
+# How the ascent step updates δ: "projected" (the paper's Algorithm 1) or "mt-dnn" (its
+# reference code); see adversarial_loss.
+PERTURBATIONS = ("projected", "mt-dnn")
 
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -212,8 +222,17 @@ def adversarial_loss(
     rng_state: dict | None = None,
     return_perturbation: bool = False,
     embed: Callable[[], torch.Tensor | Sequence[torch.Tensor]] | None = None,
+    perturbation: str = "projected",
 ):
-    """R_s: ℓ_s(f(x + δ), f(x)) after K projected, normalized ascent steps on δ.
+    """R_s: ℓ_s(f(x + δ), f(x)) after K ascent steps on δ, starting from δ ~ N(0, σ²).
+
+    perturbation, the ascent step (g the gradient of ℓ_s with respect to δ):
+
+    - "projected" (the paper, Algorithm 1): δ ← clamp(δ + η·g/‖g‖∞, −ε, ε), the ∞-norm
+      taken per token, so ‖δ‖∞ ≤ ε;
+    - "mt-dnn" (the reference code): δ ← (δ + η·g)/‖δ + η·g‖∞ per token, no projection,
+      so every token's perturbation has ∞-norm 1 whatever ε (unused) is: an O(1) random
+      perturbation, since at δ ~ 1e-5 the raw η·g is far smaller than the noise.
 
     forward_from_embeddings(embeddings: tuple, masks: tuple) -> head output; embeddings and
     masks are tuples with one entry per sentence (1 for single-sentence tasks, 2 for pairs;
@@ -244,6 +263,8 @@ def adversarial_loss(
     """
     if dropout_in_adversary not in DROPOUT_MODES:
         raise ValueError(f"dropout_in_adversary must be one of {DROPOUT_MODES}, not {dropout_in_adversary!r}")
+    if perturbation not in PERTURBATIONS:
+        raise ValueError(f"perturbation must be one of {PERTURBATIONS}, not {perturbation!r}")
     embeddings = (embeddings,) if isinstance(embeddings, torch.Tensor) else embeddings
     embeddings = tuple(_at_least_float32(e) for e in embeddings)  # mixed precision: see above
     masks = (masks,) if isinstance(masks, torch.Tensor) else tuple(masks)
@@ -274,8 +295,19 @@ def adversarial_loss(
             deltas = tuple(d.requires_grad_() for d in deltas)
             a = smoothness_loss(kind, f(tuple(e + d for e, d in zip(x, deltas))), target)
             grads = torch.autograd.grad(a, deltas)  # w.r.t. δ only: no weight gradients
-            deltas = tuple(project_linf(d.detach() + eta * normalize_linf(g), eps)
-                           for d, g in zip(deltas, grads))
+            if perturbation == "projected":
+                deltas = tuple(project_linf(d.detach() + eta * normalize_linf(g), eps)
+                               for d, g in zip(deltas, grads))
+            else:
+                # namisan/mt-dnn, mt_dnn/perturbation.py, SmartPerturbation.forward (what
+                # MTDNNModel.update runs with adv_train on): `delta_grad = noise +
+                # delta_grad * self.step_size; noise = self._norm_grad(delta_grad)`, and
+                # _norm_grad (norm_p "inf") divides by `grad.abs().max(-1, keepdim=True)[0]
+                # + self.epsilon`: the raw gradient is added to the noise, the sum rescaled
+                # to unit ∞-norm per token, never projected onto the ε-ball. Its epsilon
+                # (adv_epsilon, 1e-6) only guards the division; `tiny` does that here, so
+                # the norm is exactly 1 (theirs is ‖·‖/(‖·‖ + 1e-6), a little under 1).
+                deltas = tuple(normalize_linf(d.detach() + eta * g) for d, g in zip(deltas, grads))
         perturbed = f(tuple(e + d for e, d in zip(embeddings, deltas)))
         R = smoothness_loss(kind, perturbed, reference)
         if same:
@@ -341,6 +373,21 @@ def bregman_divergence(kind: str, student_output: torch.Tensor, teacher_output: 
 
 
 # -- configuration and the one call training uses -----------------------------------------
+# The named variants (SmartConfig.named): the adversary's dropout and perturbation; every
+# other knob keeps SmartConfig's defaults unless overridden.
+VARIANTS = {
+    # the book's own: the clean pass's dropout masks replayed, no eval-mode recompute (9F)
+    "replayed": {"dropout_in_adversary": "same", "perturbation": "projected"},
+    # Jiang et al. 2020, Algorithm 1: projected ascent, fresh dropout masks (a dropout floor)
+    "paper": {"dropout_in_adversary": True, "perturbation": "projected"},
+    # the poster: projected ascent, dropout off (eval mode) in the reference and the passes
+    "poster": {"dropout_in_adversary": False, "perturbation": "projected"},
+    # the reference code: no projection, unit ∞-norm per token; its model trains in
+    # training mode, so the adversarial passes draw fresh dropout masks
+    "mt-dnn": {"dropout_in_adversary": True, "perturbation": "mt-dnn"},
+}
+
+
 @dataclass
 class SmartConfig:
     """SMART's knobs, defaults from the poster (and the paper): λ_s, ε, σ, η, K, μ, β.
@@ -349,7 +396,11 @@ class SmartConfig:
     both make R_s vanish as ε → 0, which is why the poster turned dropout off, but False needs
     a second clean pass in eval mode (12F per step instead of 9F, 3.5x a plain step against
     2.9x; `python -m minbert_lib.bench --smart`). Table 2's SMART rows reproduce the poster and
-    pass False explicitly (experiments.POSTER_SMART)."""
+    pass False explicitly (experiments.POSTER_SMART).
+
+    `SmartConfig.named(variant, **overrides)` builds one of VARIANTS ("replayed", the default;
+    "paper", "poster", "mt-dnn"); `variant` names the one the settings match ("custom" for
+    none), and `to_dict()` records it next to `perturbation` and `dropout_in_adversary`."""
 
     lambda_s: float = 5.0
     eps: float = 1e-5
@@ -360,12 +411,39 @@ class SmartConfig:
     beta: float = 0.995
     dropout_in_adversary: bool | str = "same"  # "same" (replayed masks), False (the poster), True (the paper)
     bregman: bool = True
+    perturbation: str = "projected"  # or "mt-dnn" (adversarial_loss)
+
+    def __post_init__(self):  # a misspelt mode fails here, not at the first SMART step
+        if self.dropout_in_adversary not in DROPOUT_MODES:
+            raise ValueError(f"dropout_in_adversary must be one of {DROPOUT_MODES}, not {self.dropout_in_adversary!r}")
+        if self.perturbation not in PERTURBATIONS:
+            raise ValueError(f"perturbation must be one of {PERTURBATIONS}, not {self.perturbation!r}")
+
+    @classmethod
+    def named(cls, variant: str, **overrides) -> "SmartConfig":
+        """The variant's settings (VARIANTS), then `overrides` (any field, e.g. lambda_s=1.0)."""
+        if variant not in VARIANTS:
+            raise ValueError(f"Unknown SMART variant {variant!r}; choose one of {sorted(VARIANTS)}")
+        return cls(**{**VARIANTS[variant], **overrides})
+
+    @property
+    def variant(self) -> str:
+        """The name of the variant whose settings these are, or "custom"; derived from the
+        fields, so it cannot disagree with them."""
+        for name, settings in VARIANTS.items():
+            if all(_same_setting(getattr(self, k), v) for k, v in settings.items()):
+                return name
+        return "custom"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "variant": self.variant}
 
     def make_teacher(self, model: nn.Module) -> MomentumTeacher | None:
         return MomentumTeacher(model, self.beta) if self.bregman else None
+
+
+def _same_setting(a, b) -> bool:
+    return type(a) is type(b) and a == b  # so that 1 is not True and 0 is not False
 
 
 def smart_terms(model: nn.Module, task: str, batch: dict, embeddings, masks, output: torch.Tensor,
@@ -391,7 +469,7 @@ def smart_terms(model: nn.Module, task: str, batch: dict, embeddings, masks, out
         adv = adversarial_loss(f, embeddings, masks, output, kind, eps=config.eps, sigma=config.sigma,
                                eta=config.eta, steps=config.steps, model=model,
                                dropout_in_adversary=config.dropout_in_adversary, rng_state=rng_state,
-                               embed=embed)
+                               embed=embed, perturbation=config.perturbation)
         reg = reg + config.lambda_s * adv
     if teacher is not None and config.mu:
         breg = bregman_divergence(kind, output, teacher(task, batch))
