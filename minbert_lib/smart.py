@@ -27,18 +27,27 @@ perturbed branch.
 
 Dropout (the poster's customization): with `dropout_in_adversary=False` the adversarial
 passes run in eval mode (dropout off) and so does the clean reference f(x) they are
-compared with, so R_s → 0 as ε → 0. With dropout on in both (`True`, the paper's code), two
+compared with, from an embedding recomputed in eval mode (the training pass's embeddings
+carry the embedding layer's dropout): every one of those passes is an eval-mode forward,
+so R_s → 0 as ε → 0. With dropout on in both (`True`, the paper's code), two
 dropout masks are two different networks and R_s stays at a floor however small ε is.
 `"same"` replays the clean pass's dropout masks in the adversarial passes (the random
 number generator state is captured before the clean pass): one sub-network on both sides,
 so R_s → 0 as ε → 0 as well, while the clean output is reused; it is SmartConfig's
 default. Chapter 6 plots all three.
 
+Variants by name (`SmartConfig.named`, `VARIANTS`): "replayed" (the book's default, replayed
+masks), "paper" (fresh masks), "poster" (dropout off), all three with the projected ascent
+above; and "mt-dnn", the reference code (namisan/mt-dnn), which never projects onto the
+ε-ball and rescales δ + η·g to unit ∞-norm per token (`perturbation="mt-dnn"`): its
+perturbation is O(1), not ε, with fresh dropout masks.
+
 Cost per training step, counted in forward passes F of the encoder (a backward ≈ 2F, a
 backward to the input only ≈ 1F): plain fine-tuning 3F; SMART with K=1 and the teacher
 adds the ascent (1F + 1F), the perturbed pass (1F + 2F) and the teacher (1F) = 9F, about 3×
 (dropout True or "same"); the poster's eval-mode reference adds one forward and backward
-more (12F, about 4×). `python -m minbert_lib.bench --smart` measures it.
+more (12F, about 4×; recomputing its embedding layer costs next to nothing).
+`python -m minbert_lib.bench --smart` measures it.
 
 Introduced in Chapter 6 (notebooks/06_smart_adversarial); the teacher and the Bregman term
 in Chapter 7 (notebooks/07_bregman_smooth_valleys).
@@ -52,6 +61,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .attention import MultiHeadSelfAttention
 
 KINDS = ("categorical", "bernoulli", "regression")
 
@@ -148,9 +159,13 @@ class _dropout_mode:
 
 
 def _has_active_dropout(model: nn.Module | None) -> bool:
+    """Whether a forward pass of `model` would drop anything: an nn.Dropout with p > 0, or a
+    BERT attention block, whose dropout on the probabilities is functional (F.dropout or the
+    fused kernel's dropout_p) and so is no nn.Dropout module."""
     if model is None or not model.training:
         return False
-    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+    return any((isinstance(m, nn.Dropout) and m.p > 0)
+               or (isinstance(m, MultiHeadSelfAttention) and m.dropout_p > 0) for m in model.modules())
 
 
 def capture_rng(device: torch.device | str = "cpu") -> dict:
@@ -182,6 +197,9 @@ def normalize_linf(g: torch.Tensor) -> torch.Tensor:
 
 
 DROPOUT_MODES = (False, True, "same")
+# How the ascent step updates δ: "projected" (the paper's Algorithm 1) or "mt-dnn" (its
+# reference code); see adversarial_loss.
+PERTURBATIONS = ("projected", "mt-dnn")
 
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -203,8 +221,18 @@ def adversarial_loss(
     dropout_in_adversary: bool | str = False,
     rng_state: dict | None = None,
     return_perturbation: bool = False,
+    embed: Callable[[], torch.Tensor | Sequence[torch.Tensor]] | None = None,
+    perturbation: str = "projected",
 ):
-    """R_s: ℓ_s(f(x + δ), f(x)) after K projected, normalized ascent steps on δ.
+    """R_s: ℓ_s(f(x + δ), f(x)) after K ascent steps on δ, starting from δ ~ N(0, σ²).
+
+    perturbation, the ascent step (g the gradient of ℓ_s with respect to δ):
+
+    - "projected" (the paper, Algorithm 1): δ ← clamp(δ + η·g/‖g‖∞, −ε, ε), the ∞-norm
+      taken per token, so ‖δ‖∞ ≤ ε;
+    - "mt-dnn" (the reference code): δ ← (δ + η·g)/‖δ + η·g‖∞ per token, no projection,
+      so every token's perturbation has ∞-norm 1 whatever ε (unused) is: an O(1) random
+      perturbation, since at δ ~ 1e-5 the raw η·g is far smaller than the noise.
 
     forward_from_embeddings(embeddings: tuple, masks: tuple) -> head output; embeddings and
     masks are tuples with one entry per sentence (1 for single-sentence tasks, 2 for pairs;
@@ -214,7 +242,12 @@ def adversarial_loss(
 
     - False (the poster): the adversarial passes run in eval mode; if `model` is training
       with dropout, the reference f(x) is recomputed in eval mode too (one forward and
-      backward more), so that R_s → 0 as ε → 0. The model's mode is restored.
+      backward more), so that R_s → 0 as ε → 0. The model's mode is restored. `embed`, a
+      callable that recomputes the embeddings from the token ids (`smart_terms` passes
+      `model.embed(task, batch)`), makes that recompute start from an eval-mode embedding
+      too: the given `embeddings` carry the embedding layer's dropout of the training pass,
+      and the poster recomputed from the token ids. Without `embed` the given embeddings are
+      used as they are.
     - True (the paper's code): the passes draw fresh dropout masks; R_s has a dropout floor.
     - "same": the passes replay the dropout masks of the clean pass, from `rng_state`
       (`capture_rng()` taken right before the clean forward from the embeddings): the same
@@ -230,6 +263,8 @@ def adversarial_loss(
     """
     if dropout_in_adversary not in DROPOUT_MODES:
         raise ValueError(f"dropout_in_adversary must be one of {DROPOUT_MODES}, not {dropout_in_adversary!r}")
+    if perturbation not in PERTURBATIONS:
+        raise ValueError(f"perturbation must be one of {PERTURBATIONS}, not {perturbation!r}")
     embeddings = (embeddings,) if isinstance(embeddings, torch.Tensor) else embeddings
     embeddings = tuple(_at_least_float32(e) for e in embeddings)  # mixed precision: see above
     masks = (masks,) if isinstance(masks, torch.Tensor) else tuple(masks)
@@ -239,7 +274,8 @@ def adversarial_loss(
         raise ValueError('dropout_in_adversary="same" needs rng_state=capture_rng() from before the clean pass')
     autocast_on = torch.is_autocast_enabled(device.type)
     eval_mode = dropout_in_adversary is False
-    recompute = clean_output is None or autocast_on or (eval_mode and _has_active_dropout(model))
+    eval_recompute = eval_mode and _has_active_dropout(model)  # asked before the model goes to eval
+    recompute = clean_output is None or autocast_on or eval_recompute
 
     def f(e):
         if same:
@@ -247,6 +283,9 @@ def adversarial_loss(
         return forward_from_embeddings(e, masks)
 
     with _dropout_mode(model, off=eval_mode), torch.autocast(device.type, enabled=False):
+        if eval_recompute and embed is not None:  # dropout off includes the embedding layer's
+            fresh = embed()
+            embeddings = tuple(_at_least_float32(e) for e in ((fresh,) if isinstance(fresh, torch.Tensor) else fresh))
         reference = f(embeddings) if recompute else clean_output
         target = reference.detach()
         x = tuple(e.detach() for e in embeddings)  # the ascent must not touch θ's graph
@@ -256,8 +295,19 @@ def adversarial_loss(
             deltas = tuple(d.requires_grad_() for d in deltas)
             a = smoothness_loss(kind, f(tuple(e + d for e, d in zip(x, deltas))), target)
             grads = torch.autograd.grad(a, deltas)  # w.r.t. δ only: no weight gradients
-            deltas = tuple(project_linf(d.detach() + eta * normalize_linf(g), eps)
-                           for d, g in zip(deltas, grads))
+            if perturbation == "projected":
+                deltas = tuple(project_linf(d.detach() + eta * normalize_linf(g), eps)
+                               for d, g in zip(deltas, grads))
+            else:
+                # namisan/mt-dnn, mt_dnn/perturbation.py, SmartPerturbation.forward (what
+                # MTDNNModel.update runs with adv_train on): `delta_grad = noise +
+                # delta_grad * self.step_size; noise = self._norm_grad(delta_grad)`, and
+                # _norm_grad (norm_p "inf") divides by `grad.abs().max(-1, keepdim=True)[0]
+                # + self.epsilon`: the raw gradient is added to the noise, the sum rescaled
+                # to unit ∞-norm per token, never projected onto the ε-ball. Its epsilon
+                # (adv_epsilon, 1e-6) only guards the division; `tiny` does that here, so
+                # the norm is exactly 1 (theirs is ‖·‖/(‖·‖ + 1e-6), a little under 1).
+                deltas = tuple(normalize_linf(d.detach() + eta * g) for d, g in zip(deltas, grads))
         perturbed = f(tuple(e + d for e, d in zip(embeddings, deltas)))
         R = smoothness_loss(kind, perturbed, reference)
         if same:
@@ -323,6 +373,21 @@ def bregman_divergence(kind: str, student_output: torch.Tensor, teacher_output: 
 
 
 # -- configuration and the one call training uses -----------------------------------------
+# The named variants (SmartConfig.named): the adversary's dropout and perturbation; every
+# other knob keeps SmartConfig's defaults unless overridden.
+VARIANTS = {
+    # the book's own: the clean pass's dropout masks replayed, no eval-mode recompute (9F)
+    "replayed": {"dropout_in_adversary": "same", "perturbation": "projected"},
+    # Jiang et al. 2020, Algorithm 1: projected ascent, fresh dropout masks (a dropout floor)
+    "paper": {"dropout_in_adversary": True, "perturbation": "projected"},
+    # the poster: projected ascent, dropout off (eval mode) in the reference and the passes
+    "poster": {"dropout_in_adversary": False, "perturbation": "projected"},
+    # the reference code: no projection, unit ∞-norm per token; its model trains in
+    # training mode, so the adversarial passes draw fresh dropout masks
+    "mt-dnn": {"dropout_in_adversary": True, "perturbation": "mt-dnn"},
+}
+
+
 @dataclass
 class SmartConfig:
     """SMART's knobs, defaults from the poster (and the paper): λ_s, ε, σ, η, K, μ, β.
@@ -331,7 +396,11 @@ class SmartConfig:
     both make R_s vanish as ε → 0, which is why the poster turned dropout off, but False needs
     a second clean pass in eval mode (12F per step instead of 9F, 3.5x a plain step against
     2.9x; `python -m minbert_lib.bench --smart`). Table 2's SMART rows reproduce the poster and
-    pass False explicitly (experiments.POSTER_SMART)."""
+    pass False explicitly (experiments.POSTER_SMART).
+
+    `SmartConfig.named(variant, **overrides)` builds one of VARIANTS ("replayed", the default;
+    "paper", "poster", "mt-dnn"); `variant` names the one the settings match ("custom" for
+    none), and `to_dict()` records it next to `perturbation` and `dropout_in_adversary`."""
 
     lambda_s: float = 5.0
     eps: float = 1e-5
@@ -342,20 +411,49 @@ class SmartConfig:
     beta: float = 0.995
     dropout_in_adversary: bool | str = "same"  # "same" (replayed masks), False (the poster), True (the paper)
     bregman: bool = True
+    perturbation: str = "projected"  # or "mt-dnn" (adversarial_loss)
+
+    def __post_init__(self):  # a misspelt mode fails here, not at the first SMART step
+        if self.dropout_in_adversary not in DROPOUT_MODES:
+            raise ValueError(f"dropout_in_adversary must be one of {DROPOUT_MODES}, not {self.dropout_in_adversary!r}")
+        if self.perturbation not in PERTURBATIONS:
+            raise ValueError(f"perturbation must be one of {PERTURBATIONS}, not {self.perturbation!r}")
+
+    @classmethod
+    def named(cls, variant: str, **overrides) -> "SmartConfig":
+        """The variant's settings (VARIANTS), then `overrides` (any field, e.g. lambda_s=1.0)."""
+        if variant not in VARIANTS:
+            raise ValueError(f"Unknown SMART variant {variant!r}; choose one of {sorted(VARIANTS)}")
+        return cls(**{**VARIANTS[variant], **overrides})
+
+    @property
+    def variant(self) -> str:
+        """The name of the variant whose settings these are, or "custom"; derived from the
+        fields, so it cannot disagree with them."""
+        for name, settings in VARIANTS.items():
+            if all(_same_setting(getattr(self, k), v) for k, v in settings.items()):
+                return name
+        return "custom"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "variant": self.variant}
 
     def make_teacher(self, model: nn.Module) -> MomentumTeacher | None:
         return MomentumTeacher(model, self.beta) if self.bregman else None
+
+
+def _same_setting(a, b) -> bool:
+    return type(a) is type(b) and a == b  # so that 1 is not True and 0 is not False
 
 
 def smart_terms(model: nn.Module, task: str, batch: dict, embeddings, masks, output: torch.Tensor,
                 kind: str, config: SmartConfig, teacher: MomentumTeacher | None = None,
                 rng_state: dict | None = None) -> dict:
     """SMART's terms for a batch whose clean forward pass (embeddings -> output) is done,
-    for a model with the MultitaskBert interface (`forward_from_embeddings(task, e, m)`;
-    the teacher is called as `teacher(task, batch)`).
+    for a model with the MultitaskBert interface (`embed(task, batch)`,
+    `forward_from_embeddings(task, e, m)`; the teacher is called as `teacher(task, batch)`).
+    With dropout off in the adversary, the embeddings are recomputed from `batch` in eval
+    mode (`adversarial_loss`'s `embed`).
 
     Returns {"adv": R_s (None when λ_s = 0), "breg": D_Breg (None without a teacher or
     when μ = 0), "reg": λ_s·R_s + μ·D_Breg}; the caller adds terms["reg"] to the task loss
@@ -367,9 +465,11 @@ def smart_terms(model: nn.Module, task: str, batch: dict, embeddings, masks, out
         def f(e, m):
             return model.forward_from_embeddings(task, e, m)
 
+        embed = (lambda: model.embed(task, batch)[0]) if batch is not None else None
         adv = adversarial_loss(f, embeddings, masks, output, kind, eps=config.eps, sigma=config.sigma,
                                eta=config.eta, steps=config.steps, model=model,
-                               dropout_in_adversary=config.dropout_in_adversary, rng_state=rng_state)
+                               dropout_in_adversary=config.dropout_in_adversary, rng_state=rng_state,
+                               embed=embed, perturbation=config.perturbation)
         reg = reg + config.lambda_s * adv
     if teacher is not None and config.mu:
         breg = bregman_divergence(kind, output, teacher(task, batch))

@@ -357,9 +357,11 @@ def test_training_step_same_mode_and_autocast_keeps_the_perturbation_visible():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("arrive_low", [False, True])
-def test_perturbation_reaches_the_first_layer_in_float32_under_autocast(dtype, arrive_low):
+@pytest.mark.parametrize("perturbation,size", [("projected", 1e-5), ("mt-dnn", 1.0)])
+def test_perturbation_reaches_the_first_layer_in_float32_under_autocast(dtype, arrive_low, perturbation, size):
     """bf16 (relative step 2^-8) and fp16 (2^-11) would round a 1e-5 change of an O(1)
-    embedding away: under autocast the adversarial passes must run in float32 from the start."""
+    embedding away: under autocast the adversarial passes must run in float32 from the start.
+    mt-dnn's perturbation has ∞-norm 1, not ε; its passes run in float32 all the same."""
     eps = 1e-5
     model = TinyClassifier(dropout=0.0).eval()
     embs, masks = model.embed(batch(B=4))
@@ -374,12 +376,153 @@ def test_perturbation_reaches_the_first_layer_in_float32_under_autocast(dtype, a
             out = model.forward_from_embeddings(embs, masks)
             inputs.clear(), dense_dtypes.clear()  # keep the adversarial passes only
             R = adversarial_loss(model.forward_from_embeddings, embs, masks, out, "categorical",
-                                 eps=eps, sigma=eps, model=model)
+                                 eps=eps, sigma=eps, model=model, perturbation=perturbation)
     finally:
         for h in hooks:
             h.remove()
     assert len(inputs) == 3  # the float32 reference, the ascent, the perturbed pass
     assert set(dense_dtypes) == {torch.float32} and all(x.dtype == torch.float32 for x in inputs)
     reference, perturbed = inputs[0], inputs[-1]
-    assert (perturbed - reference).abs().max().item() == pytest.approx(eps, rel=0.05)
+    assert (perturbed - reference).abs().max().item() == pytest.approx(size, rel=0.05)
     assert R.dtype == torch.float32 and torch.isfinite(R) and R.item() > 0
+
+
+def test_attention_dropout_alone_counts_as_active_dropout():
+    """BERT's attention dropout is functional (no nn.Dropout module): a model whose only
+    dropout is on the attention probabilities still has dropout in training mode."""
+    from minbert_lib.attention import MultiHeadSelfAttention
+    from minbert_lib.smart import _has_active_dropout, capture_rng
+
+    model = TinyClassifier(dropout=0.0).double().train()
+    assert not _has_active_dropout(model)
+    for m in model.modules():
+        if isinstance(m, MultiHeadSelfAttention):
+            m.dropout_p = 0.2
+    assert _has_active_dropout(model) and not _has_active_dropout(model.eval())
+    model.train()
+    ids = batch(B=8)
+    embs, masks = model.embed(ids)
+    out = model.forward_from_embeddings(embs, masks)
+    calls = []
+
+    def f(e, m):
+        calls.append(1)
+        return model.forward_from_embeddings(e, m)
+
+    adversarial_loss(f, embs, masks, out, "categorical", model=model, dropout_in_adversary=False)
+    assert len(calls) == 3  # the reference is recomputed in eval mode
+    with pytest.raises(ValueError):  # "same" needs the masks to replay
+        adversarial_loss(f, embs, masks, out, "categorical", model=model, dropout_in_adversary="same")
+
+    def R(eps, mode):
+        torch.manual_seed(0)
+        rng = capture_rng()
+        out = model.forward_from_embeddings(embs, masks)
+        return adversarial_loss(model.forward_from_embeddings, embs, masks, out, "categorical", eps=eps,
+                                sigma=eps, model=model, dropout_in_adversary=mode, rng_state=rng).item()
+
+    # The attention masks are replayed: no dropout floor; fresh masks keep one.
+    assert 0 < R(1e-6, "same") < 1e-4 * R(1e-6, True)
+
+
+@pytest.mark.parametrize("task", ["sst", "quora", "sts"])
+def test_dropout_off_passes_equal_an_eval_mode_forward(task):
+    """dropout_in_adversary=False means the whole forward pass, embedding dropout included,
+    is an eval-mode forward: with δ = 0 (σ = ε = 0) the reference and the adversarial
+    passes equal model.eval(); model(task, batch), for a model training with dropout on its
+    embeddings, hidden layers, attention and heads."""
+    from minbert_lib.heads import TASK_KIND, MultitaskBert
+
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(**TINY, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.2))
+    model = MultitaskBert(bert, dropout=0.3, relational=True)
+    ids, ids2 = batch(seed=1), batch(seed=2)
+    b = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+         "input_ids2": ids2, "attention_mask2": torch.ones_like(ids2)}
+    with torch.no_grad():
+        expected = model.eval()(task, b)
+    model.train()
+    outputs, forward = [], model.forward_from_embeddings
+
+    def recording(*args):
+        out = forward(*args)
+        outputs.append(out.detach())
+        return out
+
+    model.forward_from_embeddings = recording  # the instance attribute shadows the method
+    cfg = SmartConfig(eps=0.0, sigma=0.0, dropout_in_adversary=False, bregman=False)
+    _, terms = smart_forward(model, task, b, TASK_KIND[task], cfg)
+    clean, *adversarial = outputs
+    assert len(adversarial) == 3  # the eval-mode reference, the ascent, the perturbed pass
+    assert not torch.allclose(clean, expected, rtol=1e-3, atol=1e-3)  # the training pass drops
+    for out in adversarial:
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-7)
+    assert terms["adv"].item() == pytest.approx(0.0, abs=1e-12)
+    assert model.training
+
+
+# -- the named variants ----------------------------------------------------------------------
+def test_named_variants_set_dropout_and_perturbation_and_are_recorded():
+    from minbert_lib.smart import VARIANTS
+
+    assert SmartConfig().variant == "replayed"  # the library default is the book's own variant
+    expected = {"replayed": ("same", "projected"), "paper": (True, "projected"),
+                "poster": (False, "projected"), "mt-dnn": (True, "mt-dnn")}
+    assert set(VARIANTS) == set(expected)
+    for name, (dropout, perturbation) in expected.items():
+        cfg = SmartConfig.named(name, lambda_s=1.0)
+        assert (cfg.dropout_in_adversary, cfg.perturbation, cfg.lambda_s) == (dropout, perturbation, 1.0)
+        d = cfg.to_dict()
+        assert (d["variant"], d["perturbation"], d["dropout_in_adversary"]) == (name, perturbation, dropout)
+        assert SmartConfig(**{k: v for k, v in d.items() if k != "variant"}) == cfg  # the fields suffice
+    # The name follows the fields: the poster's settings written out are the poster's variant.
+    assert SmartConfig(dropout_in_adversary=False).variant == "poster"
+    assert SmartConfig.named("mt-dnn", dropout_in_adversary="same").variant == "custom"
+    with pytest.raises(ValueError):
+        SmartConfig.named("smart")
+    with pytest.raises(ValueError):
+        SmartConfig(perturbation="mtdnn")
+    with pytest.raises(ValueError):
+        SmartConfig(dropout_in_adversary="off")
+
+
+@pytest.mark.parametrize("perturbation", ["projected", "mt-dnn"])
+def test_one_ascent_step_is_the_formula(perturbation):
+    """One step from δ₀ = σ·N(0, 1), written out: projected clamp(δ₀ + η·g/‖g‖∞, ±ε) (the
+    paper), or mt-dnn's (δ₀ + η·g)/‖δ₀ + η·g‖∞ (no projection), ∞-norms per token."""
+    eps, sigma, eta = 1e-5, 1e-5, 1e-3
+    model = TinyClassifier(dropout=0.0).double().eval()
+    embs, masks = model.embed(batch(B=4))
+    out = model.forward_from_embeddings(embs, masks)
+    torch.manual_seed(3)
+    _, (delta,) = adversarial_loss(model.forward_from_embeddings, embs, masks, out, "categorical", eps=eps,
+                                   sigma=sigma, eta=eta, model=model, perturbation=perturbation,
+                                   return_perturbation=True)
+    torch.manual_seed(3)
+    x = embs[0].detach()
+    d0 = (sigma * torch.randn_like(x)).requires_grad_()
+    g, = torch.autograd.grad(symmetric_kl(model.forward_from_embeddings((x + d0,), masks), out.detach()), d0)
+    linf = lambda t: t.abs().amax(dim=-1, keepdim=True)  # noqa: E731
+    if perturbation == "projected":
+        expected = (d0.detach() + eta * g / linf(g)).clamp(-eps, eps)
+        assert delta.abs().max().item() == pytest.approx(eps)  # the clamp saturates
+    else:
+        expected = (d0.detach() + eta * g) / linf(d0.detach() + eta * g)
+        torch.testing.assert_close(linf(delta), torch.ones_like(linf(delta)))  # unit per token, not ε
+    torch.testing.assert_close(delta, expected)
+
+
+def test_mt_dnn_variant_through_smart_forward():
+    from minbert_lib.heads import TASK_KIND, MultitaskBert
+
+    torch.manual_seed(0)
+    model = MultitaskBert(BertModel(BertConfig(**TINY)), dropout=0.1).double().eval()  # no dropout floor
+    ids = batch(seed=3)
+    b = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    R = {}
+    for name in ("paper", "mt-dnn"):
+        torch.manual_seed(1)
+        _, terms = smart_forward(model, "sst", b, TASK_KIND["sst"], SmartConfig.named(name, bregman=False))
+        R[name] = terms["adv"].item()
+    # R_s grows as ‖δ‖²: an O(1) perturbation moves the output far more than a 1e-5 one.
+    assert R["mt-dnn"] > 1e6 * R["paper"] > 0
