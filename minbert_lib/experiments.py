@@ -108,6 +108,19 @@ def load_encoder(settings: dict):
             Tokenizer.from_pretrained(name))
 
 
+def smart_config(settings: dict):
+    """The row's SmartConfig (None for rows without SMART), from protocol's `smart` settings;
+    a weight of 0 turns its term off (mu = 0: no momentum teacher is kept at all)."""
+    from .smart import SmartConfig
+
+    s = settings.get("smart")
+    if not s:
+        return None
+    return SmartConfig(lambda_s=s["lambda_s"], eps=s["epsilon"], sigma=s["sigma"], eta=s["eta"],
+                       steps=s["ascent_steps"], mu=s["mu"], beta=s["beta"], bregman=s["mu"] > 0,
+                       dropout_in_adversary=s["dropout_in_adversary"], perturbation=s["perturbation"])
+
+
 def task_data(task: str, settings: dict, tokenizer) -> tuple[list, list, dict]:
     """Encoded train and dev examples of one task under a row's settings, and their sizes."""
     from .data import load_task
@@ -135,7 +148,9 @@ def run_single_task(spec: RowSpec, settings: dict, seed: int, device, run_dir: P
     seed_everything(seed)  # the head's initialisation depends on the seed
     model = MultitaskBert(bert, dropout=settings["head_dropout"], num_sentiment_classes=NUM_CLASSES.get(task, 5),
                           freeze_bert=spec.freeze_bert, pooling=settings["pooling"]).to(device)
+    smart = smart_config(settings)  # the SMART study's rows (Chapter 10)
     result = fit(model, task, train, dev, epochs=settings["epochs"], lr=settings["lr"],
+                 smart=smart, teacher=smart.make_teacher(model) if smart is not None else None,
                  batch_size=settings["batch_size"], seed=seed, run_dir=run_dir, device=device, progress=progress,
                  precision=settings["precision"], head_lr=settings["head_lr"], grad_clip=settings["grad_clip"])
     out = {**fit_summary(result, sizes),

@@ -257,23 +257,12 @@ def build_model(spec, settings: dict, device=None):
     return (model.to(device) if device is not None else model), tokenizer
 
 
-def smart_config(settings: dict):
-    """The row's SmartConfig (None for rows without SMART), from protocol's `smart` settings."""
-    from .smart import SmartConfig
-
-    s = settings.get("smart")
-    if not s:
-        return None
-    return SmartConfig(lambda_s=s["lambda_s"], eps=s["epsilon"], sigma=s["sigma"], eta=s["eta"],
-                       steps=s["ascent_steps"], mu=s["mu"], beta=s["beta"],
-                       dropout_in_adversary=s["dropout_in_adversary"])
-
-
 def run_multitask_row(spec, settings: dict, seed: int, device, run_dir, progress: bool = True) -> dict:
     """Train one seed of a Table 2 row (experiments runner) with its protocol settings.
     Single-task rows ("sst-only") train SST alone and, like the poster, evaluate all three
     tasks (untrained pair heads)."""
     from .distributed import init_from_env
+    from .experiments import smart_config
     from .train import fit_summary, resolve_precision, seed_everything
 
     info = init_from_env()

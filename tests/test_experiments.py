@@ -119,7 +119,7 @@ def test_only_rank_zero_writes_the_results_file(fake_table, tmp_path, monkeypatc
 
 
 def test_table2_smart_rows_pin_the_posters_variant():
-    from minbert_lib.multitask import smart_config
+    from minbert_lib.experiments import smart_config
     from minbert_lib.smart import SmartConfig
 
     assert SmartConfig().dropout_in_adversary == "same"  # the library's default: no eval-mode recompute

@@ -10,6 +10,7 @@ from minbert_lib.errors import MinbertError
 from minbert_lib.profiles import PROFILES
 
 ROWS = [row for table in ("table1", "table2") for row in P.TABLES[table].values()]
+ALL_ROWS = [row for rows in P.TABLES.values() for row in rows.values()]  # with the extra runs and the study
 SMART_ROWS = [r for r in ROWS if r.smart]
 
 
@@ -42,7 +43,7 @@ def test_paper_settings_are_the_posters(row):
 
 
 @pytest.mark.parametrize("profile", P.PROFILE_NAMES)
-@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
+@pytest.mark.parametrize("row", ALL_ROWS, ids=lambda r: f"{r.table}/{r.name}")
 def test_every_difference_from_the_poster_is_declared_with_a_reason(row, profile):
     s, poster = P.settings(row, profile), P.poster_settings(row)
     devs = {d["setting"]: d for d in P.deviations(row, profile)}
@@ -100,3 +101,26 @@ def test_smoke_settings_shrink_a_row_to_a_few_steps():
     s = P.smoke_settings(P.settings(P.TABLES["table2"]["rrobin-pre+smart"], "paper"))
     assert s["model"].startswith("random:") and s["epochs"] == 1 and s["batch_size"] == 4
     assert s["smart"]["lambda_s"] == 5.0 and s["grad_clip"] == 1.0  # the row's code path is kept
+
+
+def test_the_smart_study_switches_one_part_at_a_time():
+    from minbert_lib.experiments import smart_config
+
+    study = P.TABLES["smart-study"]
+    s = {name: P.settings(row, "cpu") for name, row in study.items()}
+    assert s["sst1k-plain"].get("smart") is None and s["sst1k-plain"]["train_examples"] == {"sst": 1000}
+    assert s["sstfull-plain"]["train_examples"] == {"sst": None}
+    teacher, adv, both = (smart_config(s[f"sst1k-{v}"]) for v in ("teacher", "adv-1e-05", "both"))
+    assert teacher.lambda_s == 0 and teacher.bregman and teacher.mu == 1.0
+    assert adv.lambda_s == 5.0 and not adv.bregman and adv.make_teacher(None) is None
+    assert both.lambda_s == 5.0 and both.bregman and both.eps == 1e-5
+    big = smart_config(s["sst1k-adv-0.1"])
+    assert big.eps == big.sigma == 0.1 and big.eta == pytest.approx(10.0)  # eta = 100 epsilon
+    mtdnn = smart_config(s["sst1k-mtdnn"])
+    assert mtdnn.perturbation == "mt-dnn" and mtdnn.dropout_in_adversary is True
+    # apart from SMART, every study row trains as Table 1's cpu SST row (no clipping in any)
+    table1 = P.settings(P.TABLES["table1"]["sst-finetune"], "cpu")
+    for name, settings in s.items():
+        for key in ("model", "lr", "batch_size", "epochs", "max_length", "precision", "seeds", "head_dropout"):
+            assert settings[key] == table1[key], (name, key)
+        assert settings["grad_clip"] is None
