@@ -247,6 +247,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="optimizer used for every candidate: minbert_lib.optim.AdamW or torch.optim.AdamW")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--checkpoint", default="all-MiniLM-L6-v2", help="checkpoint name or directory")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="auto",
+                   help="for comparisons that take one (roofline): auto = bf16 where the CPU has it natively")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     return p
 
@@ -295,6 +297,9 @@ def run(args: argparse.Namespace) -> dict:
           f"  [>= 1.0: {comp.candidate} at least as fast]")
     print("  CPU seconds per step (all threads): " + ", ".join(
         f"{name} {s['median']:.3f}" for name, s in cpu_summary.items()) + f"; ratio {cpu_ratio:.3f}")
+    if "flops" in comp.info:  # comparisons that count their floating-point operations
+        result["gflops_per_second"] = {n: comp.info["flops"][n] / summary[n]["median"] / 1e9 for n in summary}
+        print("  GFLOP/s (median): " + ", ".join(f"{n} {v:.1f}" for n, v in result["gflops_per_second"].items()))
     if args.threads > 1 and os.cpu_count() and os.getloadavg()[0] > os.cpu_count():
         print(f"  note: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: timings are noisy")
     if args.json:

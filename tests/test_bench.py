@@ -54,3 +54,20 @@ def test_a_registered_comparison_runs_and_writes_json(tmp_path, monkeypatch):
 def test_parser_defaults_are_the_issues_settings():
     args = bench.make_parser().parse_args([])
     assert (args.compare, args.batch_size, args.seq_len, args.threads) == ("hf", 32, 64, 2)
+
+
+def test_roofline_counts_the_training_steps_flops_and_matches_them_with_matmuls(tmp_path):
+    from minbert_lib import bench_roofline
+    from minbert_lib.model import BertConfig
+
+    cfg = BertConfig(hidden_size=384, num_hidden_layers=6, intermediate_size=1536)  # MiniLM's shape
+    per_layer = 4 * 384 * 384 + 2 * 384 * 1536
+    forward = 32 * 64 * (2 * (6 * per_layer + 384 * 384) + 6 * 4 * 64 * 384)
+    assert bench_roofline.training_flops(cfg, 32, 64) == 3 * forward  # a backward pass is two forwards
+    out = tmp_path / "roofline.json"
+    assert bench.main(["--roofline", "--steps", "1", "--warmup", "0", "--batch-size", "2", "--seq-len", "8",
+                       "--threads", "1", "--precision", "fp32", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    flops = result["info"]["flops"]
+    assert abs(flops["matmul"] - flops["train"]) <= 2.0 * 2 * 8 * 384 * 1536  # within one product's FLOPs
+    assert set(result["gflops_per_second"]) == {"matmul", "train"}

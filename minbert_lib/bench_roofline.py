@@ -1,0 +1,85 @@
+"""How close training gets to this machine's own matrix-multiply rate: a roofline figure.
+
+`python -m minbert_lib.bench --roofline [--precision auto] [--json results/bench/roofline.json]`
+times, interleaved in one process and in the same precision (bf16 autocast where the CPU or
+GPU does bfloat16 natively, fp32 elsewhere, as the cpu profile trains):
+
+- train: one `train.training_step` of MiniLM with the SST head (forward, backward, AdamW);
+- matmul: back-to-back matrix products of the shape that dominates the model (the first
+  feed-forward layer, tokens x H times H x 4H), as many as make up the training step's
+  floating-point operations.
+
+Both do the same number of FLOPs, so the headline ratio matmul / train is the fraction of
+the machine's matmul rate that a training step reaches (1.0 would be a step that is all
+dense matrix products at full speed). The step's FLOPs are counted as 3 forward passes
+(a backward pass costs two), a forward pass as 2 x (encoder and pooler weights) per token
+plus attention's 4 x T x H per token and layer, over every position of the padded batch.
+Issue 13 asks for this figure beside the grids' CPU-hours.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from .bench import Comparison, comparison, make_batch, make_parser, run
+
+
+def training_flops(config, batch_size: int, seq_len: int) -> float:
+    """FLOPs of one training step of a BERT encoder and pooler on a padded batch."""
+    H, L, F = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    weights_per_layer = 4 * H * H + 2 * H * F  # Q, K, V, output; the two feed-forward layers
+    tokens = batch_size * seq_len
+    forward = tokens * (2 * (L * weights_per_layer + H * H) + L * 4 * seq_len * H)
+    return 3.0 * forward
+
+
+@comparison("roofline", help="a MiniLM training step vs matrix products of the same FLOPs: the "
+                             "fraction of this machine's matmul rate that training reaches")
+def compare_roofline(args: argparse.Namespace) -> Comparison:
+    from .heads import MultitaskBert
+    from .model import BertModel
+    from .optim import AdamW
+    from .train import autocast, resolve_precision, training_step
+
+    precision = resolve_precision(args.precision, "cpu")
+    bert = BertModel.from_pretrained(args.checkpoint)
+    torch.manual_seed(0)
+    model = MultitaskBert(bert, dropout=0.3, num_sentiment_classes=5).train()
+    optimizer = AdamW(model.parameters(), lr=args.lr)
+    batch, labels = make_batch(args.batch_size, args.seq_len, bert.config.vocab_size, args.padding)
+    batch["labels"] = labels
+    cfg = bert.config
+    tokens = args.batch_size * args.seq_len
+    a = torch.randn(tokens, cfg.hidden_size)
+    b = torch.randn(cfg.hidden_size, cfg.intermediate_size)
+    gemm_flops = 2.0 * tokens * cfg.hidden_size * cfg.intermediate_size
+    flops = training_flops(cfg, args.batch_size, args.seq_len)
+    repeats = max(1, round(flops / gemm_flops))
+
+    def train():
+        with autocast("cpu", precision):
+            return training_step(model, "sst", batch, optimizer)["loss"]
+
+    def matmul():
+        with autocast("cpu", precision):
+            for _ in range(repeats):
+                out = a @ b
+        return float(out[0, 0])
+
+    info = {"precision": precision, "flops": {"train": flops, "matmul": repeats * gemm_flops},
+            "gemm_shape": [tokens, cfg.hidden_size, cfg.intermediate_size], "gemm_repeats": repeats,
+            "note": "ratio = matmul / train seconds for the same FLOPs: the fraction of the machine's "
+                    "matmul rate a training step reaches; GFLOP/s = flops / seconds"}
+    return Comparison({"matmul": matmul, "train": train}, baseline="matmul", candidate="train", info=info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(argv if argv is not None else sys.argv[1:])
+    run(make_parser().parse_args(["--compare", "roofline", *argv]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
