@@ -154,31 +154,50 @@ def sharpness(loss: CachedLoss, rho: float = 1e-3, steps: int = 10) -> dict:
     return {"loss": base, "increase": best - base, "relative": (best - base) / (1 + base)}
 
 
-def top_hessian_eigenvalue(loss: CachedLoss, iters: int = 15, h: float = 1e-3, seed: int = 0) -> dict:
-    """Power iteration on the Hessian of the loss w.r.t. loss.params; H v from central
-    differences (g(θ + h v) − g(θ − h v)) / 2h with ‖v‖ = 1. Returns the eigenvalue
-    estimate per iteration and the last one."""
+def top_hessian_eigenvalue(loss: CachedLoss, iters: int = 100, h: float = 1e-3, seed: int = 0,
+                           rtol: float = 1e-3, residual_tol: float = 0.1) -> dict:
+    """Power iteration on the Hessian H of the loss w.r.t. loss.params, until it converges.
+
+    H v comes from central differences (g(θ + h v) − g(θ − h v)) / 2h with ‖v‖ = 1 (exact
+    for a quadratic loss). Each iteration takes the Rayleigh quotient λ = vᵀHv and the
+    relative residual ‖Hv − λv‖ / |λ|, then v ← Hv / ‖Hv‖. It stops, converged, at the first
+    iteration where both the relative change of λ is below `rtol` and the residual is below
+    `residual_tol`, or after `iters` iterations (the budget), unconverged. A residual r
+    guarantees an eigenvalue of H within r·|λ| of λ (H is symmetric); power iteration finds
+    the eigenvalue of largest magnitude, the top one when the curvature is mostly positive.
+
+    Returns {"eigenvalue": the last λ, "history": λ per iteration, "residual": the last
+    relative residual, "residuals": per iteration, "converged": bool, "iterations": int}.
+    """
     g = torch.Generator().manual_seed(seed)
     v = [torch.randn(t.shape, generator=g, dtype=t.dtype) for t in loss.theta]
 
-    def normalized(vs):
-        n = math.sqrt(sum(float((x * x).sum()) for x in vs))
-        return [x / n for x in vs]
+    def norm(vs):
+        return math.sqrt(sum(float((x * x).sum()) for x in vs))
 
-    v = normalized(v)
-    estimates = []
+    n = norm(v)
+    v = [x / n for x in v]
+    estimates, residuals, converged = [], [], False
     for _ in range(iters):
         gp = loss.gradient([h * x for x in v])
         gm = loss.gradient([-h * x for x in v])
         hv = [(a - b) / (2 * h) for a, b in zip(gp, gm)]
-        estimates.append(sum(float((a * b).sum()) for a, b in zip(v, hv)))  # Rayleigh quotient
-        v = normalized(hv)
-    return {"eigenvalue": estimates[-1], "history": estimates}
+        lam = sum(float((a * b).sum()) for a, b in zip(v, hv))  # Rayleigh quotient
+        residuals.append(norm([a - lam * b for a, b in zip(hv, v)]) / max(abs(lam), 1e-30))
+        change = abs(lam - estimates[-1]) / max(abs(lam), 1e-30) if estimates else math.inf
+        estimates.append(lam)
+        if change < rtol and residuals[-1] < residual_tol:
+            converged = True
+            break
+        n = norm(hv)
+        v = [x / n for x in hv]
+    return {"eigenvalue": estimates[-1], "history": estimates, "residual": residuals[-1],
+            "residuals": residuals, "converged": converged, "iterations": len(estimates)}
 
 
 # -- the recorded comparison (Chapter 7 reads its file) -----------------------------------------
 def compare_rows(profile_name: str = "cpu", rows=("finetune-default", "finetune-smart"), seed: int = 0,
-                 probe_size: int = 32, rho: float = 1e-4, ascent_steps: int = 5, hessian_iters: int = 8) -> dict:
+                 probe_size: int = 32, rho: float = 1e-4, ascent_steps: int = 5, hessian_iters: int = 100) -> dict:
     """Sharpness of the best checkpoints of recorded Table 2 rows (plain vs SMART fine-tuning):
     box sharpness, top Hessian eigenvalue (last layer, pooler, head) and the input-space R_s
     at ε = 1e-3 (dropout off), on the first `probe_size` sentences of a seeded 256-sentence SST
@@ -199,7 +218,8 @@ def compare_rows(profile_name: str = "cpu", rows=("finetune-default", "finetune-
                       + " and ".join(rows) + " (Chapter 7)",
               "probe": f"the first {probe_size} of a seeded 256-sentence SST dev subset",
               "landscape": "CachedLoss k=1 (last layer, pooler, sentiment head), float32",
-              "sharpness": {"rho": rho, "steps": ascent_steps}, "hessian": {"iters": hessian_iters, "h": 1e-3},
+              "sharpness": {"rho": rho, "steps": ascent_steps},
+              "hessian": {"max_iters": hessian_iters, "h": 1e-3, "rtol": 1e-3, "residual_tol": 0.1},
               "input_r_s": {"eps": 1e-3, "sigma": 1e-3, "eta": 1e-2, "dropout": "off (eval mode)"},
               "models": {}}
     for row in rows:
@@ -221,9 +241,12 @@ def compare_rows(profile_name: str = "cpu", rows=("finetune-default", "finetune-
                                       "categorical", eps=1e-3, sigma=1e-3, eta=1e-2, model=model).item()
         record["models"][row] = {"dev256_sst_acc": acc, "probe_loss": sharp["loss"], "sharpness": sharp["increase"],
                                  "top_hessian_eigenvalue": eig["eigenvalue"], "eigenvalue_history": eig["history"],
+                                 "eigenvalue_residual": eig["residual"], "eigenvalue_converged": eig["converged"],
+                                 "eigenvalue_iterations": eig["iterations"],
                                  "input_r_s": r_in}
         print(f"{row}: dev acc (256) {acc:.3f}, probe loss {sharp['loss']:.3f}, sharpness {sharp['increase']:.4f}, "
-              f"top eigenvalue {eig['eigenvalue']:.2f}, input R_s {r_in:.2e}", flush=True)
+              f"top eigenvalue {eig['eigenvalue']:.2f} (residual {eig['residual']:.2g}, "
+              f"{eig['iterations']} iterations, converged: {eig['converged']}), input R_s {r_in:.2e}", flush=True)
     record.update({"profile": profile_name, "seed": seed, "commit": experiments.git_commit(),
                    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                    "command": f"python -m minbert_lib.landscape --profile {profile_name}"})

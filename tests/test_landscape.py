@@ -49,3 +49,34 @@ def test_filter_normalisation_and_sharpness():
     assert 0 <= s_small["increase"] < s_big["increase"]
     ev = L.top_hessian_eigenvalue(cl, iters=8)
     assert ev["eigenvalue"] > 0
+
+
+class _Quadratic:
+    """L(θ) = ½ θᵀAθ for a known symmetric A: the duck-typed part of CachedLoss that
+    top_hessian_eigenvalue uses (theta, gradient(offset))."""
+
+    def __init__(self, eigenvalues, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        q, _ = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), generator=g,
+                                           dtype=torch.float64))
+        self.A = q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
+        self.theta = [torch.randn(len(eigenvalues), generator=g, dtype=torch.float64)]
+
+    def gradient(self, offset=None):
+        t = self.theta[0] + (offset[0] if offset is not None else 0)
+        return [self.A @ t]
+
+
+def test_top_hessian_eigenvalue_converges_on_a_known_matrix():
+    eigs = [5.0, 2.5, 1.0, 0.5, -0.3, 0.1, 0.0, 0.05]
+    q = _Quadratic(eigs)
+    ev = L.top_hessian_eigenvalue(q, iters=200, rtol=1e-8, residual_tol=1e-4)
+    assert ev["converged"] and ev["iterations"] < 200
+    assert abs(ev["eigenvalue"] - 5.0) < 1e-6  # the top eigenvalue, to the Rayleigh quotient's tolerance
+    assert ev["residual"] < 1e-4 and len(ev["history"]) == ev["iterations"] == len(ev["residuals"])
+    # the residual is a certificate: some eigenvalue lies within residual·|λ| of λ
+    assert min(abs(e - ev["eigenvalue"]) for e in eigs) <= ev["residual"] * abs(ev["eigenvalue"])
+    # a budget too small to converge says so, and the estimate is still below the top
+    short = L.top_hessian_eigenvalue(q, iters=2, rtol=1e-8, residual_tol=1e-4)
+    assert not short["converged"] and short["iterations"] == 2
+    assert short["eigenvalue"] <= 5.0 + 1e-9 and short["residual"] > 1e-4
