@@ -186,3 +186,18 @@ def test_finished_seeds_are_recorded_one_file_each_and_reused_on_a_fresh_clone(f
                                            P.Change("epochs", 2, "one epoch more"))})
     ex.run_row(changed, prof, checkpoints_root=tmp_path / "ckpt-c", force=True, **kw)
     assert calls == [0, 1, 2, 1, 0, 1, 2]
+
+
+@pytest.mark.parametrize("path", ROW_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_recorded_row_was_trained_by_todays_protocol(path):
+    """A results file records the protocol object (settings and deviations) that trained it; when
+    the code's protocol for that row changes, the file is stale and this test says which."""
+    record = json.loads(path.read_text())
+    if "protocol" not in record:
+        pytest.skip("recorded before the protocol existed (flagged as such in Chapter 9)")
+    row = P.TABLES[record["table"]].get(record["row"])
+    assert row is not None, f"{path.name}: the row is no longer declared in protocol.py"
+    assert record["protocol"] == P.row_protocol(row, record["profile"]), (
+        f"{path.name} was trained by settings the protocol no longer has: record it again "
+        f"(python -m minbert_lib.experiments run {record['table']} --profile {record['profile']} "
+        f"--rows {record['row']} --force)")
