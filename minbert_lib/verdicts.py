@@ -398,3 +398,67 @@ def _main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---------------------------------------------------------------------------------------
+# The SMART study (issue 14, Chapter 7's last section): what carries SMART's effect
+# ---------------------------------------------------------------------------------------
+STUDY = "smart-study"
+STUDY_SIZES = {"sst1k": "1,000 SST examples", "sstfull": "all 8,544 SST examples"}
+
+
+def _contrast(records: dict, terms: list[tuple[int, str]], sign: int, level: float) -> dict | None:
+    values = {r: per_seed(records[r], "sst_acc") for _, r in terms if r in records}
+    if len(values) < len({r for _, r in terms}) or any(v is None for v in values.values()):
+        return None
+    difference, interval, method = contrast_interval([(w, values[r]) for w, r in terms], level)
+    return {"difference": difference, "interval": interval, "method": method,
+            "n_seeds": min(len(v) for v in values.values()), "verdict": interval_verdict(interval, sign)}
+
+
+def study_verdicts(profile: str = "cpu", root: Path | None = None, level: float = LEVEL) -> dict:
+    """Each recorded variant's SST gain over the plain row of its size (paired by seed, 95%
+    interval), and the two questions the poster's claims raise: does SMART help most on small
+    data, and which of its two parts carries the effect. A row not recorded yet is listed in
+    `missing` with the command that records it."""
+    from .profiles import get_profile
+
+    profile = get_profile(profile).name
+    records = experiments.load_results(profile, STUDY, root)
+    gains, missing = [], []
+    for name, row in TABLES[STUDY].items():
+        size = name.split("-", 1)[0]
+        if name.endswith("-plain"):
+            continue
+        c = _contrast(records, [(1, name), (-1, f"{size}-plain")], +1, level)
+        if c is None:
+            missing.append(name)
+            continue
+        gains.append({"row": name, "size": size, "variant": name.split("-", 1)[1], "label": row.label, **c})
+    for name in TABLES[STUDY]:
+        if name.endswith("-plain") and name not in records:
+            missing.append(name)
+    claims = [
+        ("SMART (both terms at the paper's settings) helps on small data", [(1, "sst1k-both"), (-1, "sst1k-plain")], +1),
+        ("its benefits are most pronounced when the fine-tuning dataset is small (the poster): the gain "
+         "at 1,000 examples exceeds the gain at all 8,544",
+         [(1, "sst1k-both"), (-1, "sst1k-plain"), (-1, "sstfull-both"), (1, "sstfull-plain")], +1),
+        ("the momentum teacher alone helps", [(1, "sst1k-teacher"), (-1, "sst1k-plain")], +1),
+        ("the adversarial term alone at the paper's epsilon helps", [(1, "sst1k-adv-1e-05"), (-1, "sst1k-plain")], +1),
+        ("the teacher carries more of the effect than the adversarial term at the paper's epsilon",
+         [(1, "sst1k-teacher"), (-1, "sst1k-adv-1e-05")], +1),
+    ]
+    conclusions = []
+    for claim, terms, sign in claims:
+        c = _contrast(records, terms, sign, level)
+        entry = {"claim": claim, "rows": [r for _, r in terms],
+                 "comparison": " ".join(("+ " if w > 0 else "- ") + r for w, r in terms).removeprefix("+ ")}
+        if c is None:
+            entry.update({"difference": None, "interval": None, "verdict": CANT_TELL,
+                          "note": "not recorded yet: " + ", ".join(r for _, r in terms if r not in records)})
+        else:
+            entry.update(c)
+        conclusions.append(entry)
+    command = f"python -m minbert_lib.experiments run {STUDY} --profile {profile} --rows " + " ".join(missing)
+    return {"profile": profile, "table": STUDY, "level": level, "gains": gains, "conclusions": conclusions,
+            "missing": missing, "record_missing": command if missing else None}

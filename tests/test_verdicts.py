@@ -218,3 +218,29 @@ def test_committed_cpu_results():
     assert len(out["conclusions"]) + len(out["skipped"]) == len(V.CLAIMS)
     if all(len(r["seeds"]) == 1 for r in records.values()):  # as recorded today: one seed per row
         assert all(c["verdict"] == V.CANT_TELL and c["interval"] is None for c in out["conclusions"])
+
+
+def test_study_verdicts_pair_each_variant_with_plain_and_list_what_is_missing(tmp_path):
+    from minbert_lib import verdicts as V
+
+    folder = tmp_path / "cpu" / "smart-study"
+    folder.mkdir(parents=True)
+
+    def row(name, accs):
+        (folder / f"{name}.json").write_text(json.dumps({
+            "table": "smart-study", "row": name, "seeds": [0, 1, 2],
+            "runs": [{"seed": s, "metrics": {"sst_acc": a}} for s, a in enumerate(accs)]}))
+
+    row("sst1k-plain", [0.40, 0.42, 0.41])
+    row("sst1k-teacher", [0.45, 0.47, 0.455])  # +0.045 to +0.05 on every seed: holds
+    row("sst1k-both", [0.38, 0.44, 0.40])  # within the noise
+    out = V.study_verdicts("cpu", root=tmp_path)
+    gains = {g["row"]: g for g in out["gains"]}
+    assert set(gains) == {"sst1k-teacher", "sst1k-both"}
+    assert gains["sst1k-teacher"]["verdict"] == V.HOLDS and gains["sst1k-teacher"]["method"] == "paired t"
+    assert gains["sst1k-teacher"]["difference"] == pytest.approx(0.145 / 3)
+    assert gains["sst1k-both"]["verdict"] == V.CANT_TELL
+    assert "sstfull-plain" in out["missing"] and "sst1k-adv-0.1" in out["missing"]
+    assert out["record_missing"].startswith("python -m minbert_lib.experiments run smart-study --profile cpu")
+    small_data = next(c for c in out["conclusions"] if "most pronounced" in c["claim"])
+    assert small_data["verdict"] == V.CANT_TELL and "sstfull-both" in small_data["note"]
