@@ -3,7 +3,7 @@
 | profile | for | cost |
 |---|---|---|
 | quick (default) | CI, nbval, a first read on any CPU | each chapter within about a minute on 2 CPU cores |
-| cpu | reproducing both tables on a laptop with the offline model | a few hours on 2 cores, resumable row by row |
+| cpu | both tables as evidence on a laptop with the offline model | many CPU-hours, resumable row by row and seed by seed |
 | paper | a GPU (Colab), bert-base-uncased, the poster's hyperparameters | the poster's runtimes |
 
 A `Profile` is what a chapter's live cells read (the model, sequence length, subsets, learning
@@ -69,7 +69,7 @@ PROFILES = {
     ),
     "cpu": Profile(
         name="cpu",
-        description="both tables on a laptop CPU with the offline MiniLM checkpoint, a few hours on 2 cores",
+        description="both tables as evidence on a laptop CPU with the offline MiniLM checkpoint: all offline data, 3 seeds",
         # Table 1's settings at this profile and their reasons: protocol.CHANGES["cpu"].
         max_length=128,
         epochs=5,
