@@ -385,7 +385,7 @@ def recorded_seed(seeds_dir: Path, seed: int, row_protocol: dict) -> dict | None
     if not path.is_file():
         return None
     saved = read_json(path, "delete it to train the seed again, or restore it with git checkout")
-    return saved["run"] if saved.get("protocol") == row_protocol else None
+    return saved["run"] if protocol.same_training(saved.get("protocol"), row_protocol) else None
 
 
 def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: bool = False, fresh: bool = False,

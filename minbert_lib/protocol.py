@@ -183,8 +183,9 @@ _HEADS = ("the course's heads (Dropout, Linear; the relational layer Dropout, Li
           "Linear per pair task), as Table 1's handout benchmarks use: the authors' extra LeakyReLU on "
           "the tanh-pooled vector only scales its negative half by 0.01")
 _SINGLE_LOGIT = ("the symmetric KL between the Bernoulli distributions sigmoid(z) and sigmoid(z~) "
-                 "(squared error for STS's score): the poster's log_softmax over one logit is "
-                 "identically zero, so its SMART terms for Quora and STS did nothing")
+                 "(squared error for STS's score): the authors' log_softmax over Quora's one logit is "
+                 "identically zero, so their Quora term did nothing (and their STS term took a softmax "
+                 "across the batch's cosines)")
 
 CHANGES: dict[str, list[Change]] = {
     # The poster's experiment on a GPU. What differs is what the book fixes or adds.
@@ -431,6 +432,15 @@ def row_protocol(row: RowSpec, profile: str) -> dict:
     """The row object results files record and `protocol --json` writes."""
     s, devs = _applied(row, profile)
     return {"settings": s, "deviations": devs}
+
+
+def same_training(recorded: dict, today: dict) -> bool:
+    """Whether a recorded row object and today's train the same way: equal settings and the
+    same deviations (setting, value, poster's value); a reworded reason does not count."""
+    def key(obj):
+        return obj.get("settings"), [(d["setting"], d["value"], d["poster"]) for d in obj.get("deviations", [])]
+
+    return bool(recorded) and key(recorded) == key(today)
 
 
 def protocol(profile: str, tables=("table1", "table2")) -> dict:

@@ -124,3 +124,14 @@ def test_the_smart_study_switches_one_part_at_a_time():
         for key in ("model", "lr", "batch_size", "epochs", "max_length", "precision", "seeds", "head_dropout"):
             assert settings[key] == table1[key], (name, key)
         assert settings["grad_clip"] is None
+
+
+def test_same_training_ignores_a_reworded_reason_but_not_a_setting():
+    row = P.TABLES["table2"]["rrobin"]
+    today = P.row_protocol(row, "cpu")
+    reworded = json.loads(json.dumps(today))
+    reworded["deviations"][0]["reason"] = "said differently"
+    assert P.same_training(reworded, today)
+    changed = json.loads(json.dumps(today))
+    changed["settings"]["epochs"] = 4
+    assert not P.same_training(changed, today) and not P.same_training(None, today)
