@@ -205,8 +205,10 @@ CHANGES: dict[str, list[Change]] = {
         Change("quora_train", "16,000 pairs split from quora-dev.csv", _QUORA, _t2),
         Change("smart.single_logit", "bernoulli symmetric KL", _SINGLE_LOGIT),
         Change("precision", "auto",
-               "bf16 autocast where the CPU does bfloat16 natively (AVX512-BF16/AMX; 0.28 s against "
-               "0.80 s per 32x64 MiniLM training step), fp32 elsewhere; SMART's perturbed passes fp32"),
+               "bf16 autocast where the CPU does bfloat16 natively and faster than fp32 (measured once "
+               "per process, train.cpu_bf16_is_faster: 0.28 s against 0.80 s per 32x64 MiniLM training "
+               "step on an AMX Xeon; 1.6x slower than fp32 on an AVX512-BF16 Xeon without AMX, which "
+               "then trains in fp32), fp32 elsewhere; SMART's perturbed passes fp32"),
         Change("seeds", 3, _SEEDS),
         Change("lr_finetune", 5e-5,
                "a usual rate for small BERTs (MiniLM is 5x smaller than BERT-base) with 5x fewer "
@@ -290,7 +292,13 @@ def _study(size: str, variant: str, description: str, *changes: Change, smart: b
             if n else None)
     clip = Change("grad_clip", None, "the study compares SMART's terms alone; clipping only the SMART "
                                      "rows would add a second difference from the plain row")
-    cs = tuple(c for c in (base, clip if smart else None, *changes) if c is not None)
+    # "auto" resolves per machine (bf16 where it is measured faster, train.cpu_bf16_is_faster),
+    # so seeds recorded on different machines could differ in precision: the study pins bf16,
+    # in which its first rows were recorded.
+    precision = Change("precision", "bf16", "every row of the study in one precision, bf16, in which its "
+                                            "first rows were recorded, so that no comparison between its "
+                                            "rows mixes precisions (auto depends on the machine)")
+    cs = tuple(c for c in (base, clip if smart else None, precision, *changes) if c is not None)
     return RowSpec("smart-study", f"{size}-{variant}", tasks=("sst",), smart=smart,
                    label=f"SST {'1,000' if n else 'all 8,544'}: {variant}", description=description,
                    changes={"cpu": cs, "quick": cs})

@@ -25,6 +25,8 @@ SMART (Chapters 6-7) call `training_step` and `evaluate`.
 """
 from __future__ import annotations
 
+import functools
+
 import math
 import random
 import time
@@ -301,7 +303,8 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 def resolve_precision(precision: str, device) -> str:
     """"fp32", "bf16", "fp16" (CUDA only) or "auto": bf16 autocast where the hardware does
-    bfloat16 matrix products natively (a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX);
+    bfloat16 matrix products natively (a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX
+    where they are measured faster than fp32: `cpu_bf16_is_faster`);
     on a CUDA GPU without bf16 (Colab's T4) fp16 autocast, which needs a GradScaler
     (`mixed_precision`); fp32 on other CPUs."""
     if precision not in PRECISIONS:
@@ -315,9 +318,34 @@ def resolve_precision(precision: str, device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     try:
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     except (AttributeError, RuntimeError):
-        return "fp32"
+        native = False
+    return "bf16" if native and cpu_bf16_is_faster() else "fp32"
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_is_faster(margin: float = 1.2) -> bool:
+    """Whether bfloat16 autocast multiplies a model-shaped matrix (512 x 384 by 384 x 1536, the
+    first feed-forward layer of a MiniLM batch) at least `margin` times faster than float32 on
+    this CPU, timed once per process (best of 5). Supporting bf16 is not enough: seen here, a
+    Xeon with AVX512-BF16 but no AMX ran bf16 products 1.4x *slower* than fp32 (52 against 74
+    GFLOP/s, one thread), while AMX machines run them about 2-3x faster."""
+    import time
+
+    a, b = torch.randn(512, 384), torch.randn(384, 1536)
+
+    def best(dtype_on: bool) -> float:
+        times = []
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype_on):
+            a @ b  # the first call creates the kernel
+            for _ in range(5):
+                t = time.perf_counter()
+                a @ b
+                times.append(time.perf_counter() - t)
+        return min(times)
+
+    return best(False) >= margin * best(True)
 
 
 def mixed_precision(precision: str, device):

@@ -337,3 +337,16 @@ def test_train_multitask_threads_grad_clip_and_the_shard_weight(tmp_path, monkey
     assert "peak_memory_mb" not in result.history[0]
     with pytest.raises(ValueError, match="other settings"):  # grad_clip is part of the run's settings
         multitask.train_multitask(tiny_model(classes=5), train, dev, run_dir=tmp_path, **kw)
+
+
+def test_auto_precision_on_a_cpu_takes_bf16_only_where_it_is_measured_faster(monkeypatch):
+    from minbert_lib import train as T
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(T, "cpu_bf16_is_faster", lambda: False)  # e.g. AVX512-BF16 without AMX
+    assert T.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(T, "cpu_bf16_is_faster", lambda: True)
+    assert T.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert T.resolve_precision("auto", "cpu") == "fp32"  # no native bf16: never timed
+    assert T.resolve_precision("bf16", "cpu") == "bf16"  # asked for explicitly: as asked
