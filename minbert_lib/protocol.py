@@ -485,7 +485,8 @@ def find_row(table: str, name: str) -> RowSpec:
     return TABLES[table][name]
 
 
-def _fmt(v) -> str:
+def format_value(v) -> str:
+    """A setting as the protocol tables show it: dicts as "task n" pairs, None as "off"."""
     if isinstance(v, dict):
         return ", ".join(f"{k} {'all' if x is None else x}" for k, x in v.items())
     return "off" if v is None else str(v)
@@ -499,7 +500,7 @@ def format_protocol(proto: dict) -> str:
         for k, v in obj["settings"].items():
             if k == "smart":
                 v = ", ".join(f"{a} {b}" for a, b in v.items())
-            lines.append(f"  {k:22s} {_fmt(v)}")
+            lines.append(f"  {k:22s} {format_value(v)}")
         for d in obj["deviations"]:
-            lines.append(f"  * {d['setting']}: {_fmt(d['value'])} (poster: {_fmt(d['poster'])}): {d['reason']}")
+            lines.append(f"  * {d['setting']}: {format_value(d['value'])} (poster: {format_value(d['poster'])}): {d['reason']}")
     return "\n".join(lines)
