@@ -19,7 +19,6 @@ import numpy as np
 
 from .schedules import EPOCH_DEPENDENT, TASK_ORDER, schedule, summarize
 
-PAIR = ("quora", "sts")
 EVAL_TASKS = ("sst", "quora", "sts")
 
 

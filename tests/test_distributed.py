@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from minbert_lib import distributed, multitask, train
+from minbert_lib import distributed, train
 from minbert_lib import schedules
 from minbert_lib.heads import MultitaskBert
 from minbert_lib.model import BertConfig, BertModel

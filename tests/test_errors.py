@@ -19,7 +19,6 @@ import torch
 from minbert_lib import bench, errors, rundir
 from minbert_lib import predictions
 from minbert_lib import experiments as ex
-from minbert_lib import multitask as mt
 from minbert_lib import protocol as P
 from minbert_lib.data import DataError, load_task
 from minbert_lib.model import BertModel
