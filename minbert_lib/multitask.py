@@ -12,6 +12,7 @@ from inside an epoch, and runs under DistributedDataParallel with torchrun.
 """
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 
@@ -231,8 +232,12 @@ def table2_data(settings: dict, tokenizer, tasks=EVAL_TASKS):
 
     train, dev, sizes = {}, {}, {}
     L = settings["max_length"]
+    holdout = settings.get("holdout") or {}
     for t in tasks:
         full_train, full_dev = load_task(t, "train"), load_task(t, "dev")
+        if holdout.get(t):  # the pilot: its dev set is a seeded part of the training file
+            full_train, full_dev = split_off(full_train, holdout[t], f"{t}-holdout")
+            sizes[f"{t}_dev_source"] = f"{holdout[t]} examples held out of the training file"
         tr = subset(full_train, settings["train_examples"].get(t), f"{t}-train")
         dv = subset(full_dev, settings["dev_examples"].get(t), f"{t}-dev")
         train[t], dev[t] = encode_examples(tr, tokenizer, L), encode_examples(dv, tokenizer, L)
@@ -242,6 +247,18 @@ def table2_data(settings: dict, tokenizer, tasks=EVAL_TASKS):
     if "quora" in tasks:  # every Table 2 row evaluates Quora, also the SST-only rows
         sizes["quora_train"] = quora_fallback() or "quora-train.csv"
     return train, dev, sizes
+
+
+def split_off(examples: list, n: int, key: str) -> tuple[list, list]:
+    """(the rest, n held-out examples): a seeded split, the same for every seed and machine."""
+    from .errors import UsageError
+
+    if not 0 < n < len(examples):
+        raise UsageError(f"holdout {key}: {n} examples asked of {len(examples)}; hold out fewer")
+    order = list(range(len(examples)))
+    random.Random(f"split-{key}").shuffle(order)
+    held = set(order[:n])
+    return ([e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held])
 
 
 def build_model(spec, settings: dict, device=None):

@@ -339,3 +339,17 @@ def test_predict_cli_reports_a_missing_row_or_checkpoint_in_one_line(capsys):
     assert predictions.main(["predict", "--table", "table2-extra", "--row", "rrobin-full+layer-3ep", "--seed", "7"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "recorded before the protocol" in err and err.count("\n") == 1
+
+
+def test_the_pilots_dev_set_is_held_out_of_the_training_file_and_never_the_reported_dev():
+    examples = [(f"sentence {i}", i % 5, i) for i in range(100)]
+    rest, held = mt.split_off(examples, 20, "sst-holdout")
+    assert len(held) == 20 and len(rest) == 80 and set(held).isdisjoint(rest) and set(rest + held) == set(examples)
+    assert mt.split_off(examples, 20, "sst-holdout") == (rest, held)  # seeded: every seed and machine alike
+    from minbert_lib import protocol as P
+    s = P.settings(P.TABLES["table2-pilot"]["rrobin-6ep"], "cpu")
+    assert s["holdout"] == P.PILOT_HOLDOUT and s["epochs"] == 6 and s["schedule"] == "rrobin"
+    assert "holdout" not in P.settings(P.TABLES["table2"]["rrobin"], "cpu")  # only the pilot holds out
+    from minbert_lib.errors import UsageError
+    with pytest.raises(UsageError, match="hold out fewer"):
+        mt.split_off(examples, 100, "sst-holdout")
