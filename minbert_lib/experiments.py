@@ -257,6 +257,15 @@ def training_seconds(runs: list[dict]) -> float:
     return float(sum(h.get("train_seconds", 0.0) + h.get("eval_seconds", 0.0) for r in runs for h in r["history"]))
 
 
+def cpu_hours(record: dict) -> float:
+    """CPU-hours (core-hours) a recorded row took: its seeds' training seconds times the torch
+    threads its device line names (one when it names none, a GPU row's host thread)."""
+    import re
+
+    threads = re.search(r"torch threads (\d+)", record.get("device", ""))
+    return record.get("training_seconds", 0.0) * (int(threads.group(1)) if threads else 1) / 3600
+
+
 def aggregate(spec: RowSpec, profile: str, row_protocol: dict, runs: list[dict], seeds: list[int]) -> dict:
     """Per-seed runner outputs -> the row record (mean over seeds, sample std), with the row's
     protocol object (`protocol.row_protocol`: its settings and deviations)."""

@@ -299,6 +299,19 @@ PILOT = [
                                       "the pilot's code path in the quick profile"),)})
 ]
 
+def pilot_epochs(history: list[dict], metrics=("sst_acc", "quora_acc", "sts_pearson"), floor: int = 3,
+                 within: float = 0.01) -> int:
+    """The pilot's rule, fixed before it ran: the smallest E >= floor at which every task's
+    held-out metric, at its best epoch so far, is within `within` of its best over the pilot.
+    `history`: one {"epoch", metric: value} per epoch (epochs count from 1)."""
+    best = {m: max(h[m] for h in history) for m in metrics}
+    for h_end in sorted({h["epoch"] for h in history}):
+        so_far = [h for h in history if h["epoch"] <= h_end]
+        if h_end >= floor and all(best[m] - max(h[m] for h in so_far) <= within for m in metrics):
+            return h_end
+    return max(h["epoch"] for h in history)
+
+
 # What makes SMART work (Chapter 10; not in the poster, which never separated SMART's parts):
 # SST fine-tuned as Table 1's cpu rows, at two training-set sizes, with SMART's two terms
 # switched on one at a time. Every row is declared here before it runs; the epsilon sweep

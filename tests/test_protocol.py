@@ -136,3 +136,17 @@ def test_same_training_ignores_a_reworded_reason_but_not_a_setting():
     changed = json.loads(json.dumps(today))
     changed["settings"]["epochs"] = 4
     assert not P.same_training(changed, today) and not P.same_training(None, today)
+
+
+def test_the_pilot_rule_takes_the_first_epoch_from_three_where_every_task_is_near_its_best():
+    h = lambda e, a, b, c: {"epoch": e, "sst_acc": a, "quora_acc": b, "sts_pearson": c}  # noqa: E731
+    flat = [h(1, .40, .70, .80), h(2, .45, .76, .84), h(3, .47, .78, .85), h(4, .47, .785, .852), h(5, .46, .78, .85)]
+    assert P.pilot_epochs(flat) == 3  # everything within 0.01 of its best by epoch 3
+    rising = [*flat[:3], h(4, .50, .78, .85), h(5, .51, .79, .85), h(6, .515, .79, .85)]
+    assert P.pilot_epochs(rising) == 5  # SST still 0.04 short at epoch 3, 0.005 at epoch 5
+    assert P.pilot_epochs(flat[:2], floor=3) == 2  # a pilot shorter than the floor: its length
+
+
+def test_cpu_hours_are_training_seconds_times_threads():
+    assert ex.cpu_hours({"training_seconds": 7200, "device": "cpu: Xeon, torch threads 2, 2 cores"}) == 4
+    assert ex.cpu_hours({"training_seconds": 3600, "device": "cuda: NVIDIA A100"}) == 1
