@@ -71,6 +71,43 @@ def compare_smart(args: argparse.Namespace) -> Comparison:
     return Comparison(steps, baseline="smart", candidate="plain", info=info)
 
 
+# The SMART study's variants (issue 14), one row of each distinct cost (the epsilon sweep's rows
+# cost what adv-1e-05 costs): their step cost relative to a plain step.
+STUDY_ROWS = ("sst1k-plain", "sst1k-teacher", "sst1k-adv-1e-05", "sst1k-both", "sst1k-mtdnn")
+
+
+@comparison("smart-study", help="each SMART study variant's training step (its cpu settings and SmartConfig) "
+                                "vs a plain step, same batch, in the study's precision")
+def compare_smart_study(args: argparse.Namespace) -> Comparison:
+    from . import protocol
+    from .experiments import smart_config
+    from .heads import MultitaskBert
+    from .model import BertModel
+    from .optim import AdamW
+    from .train import autocast
+
+    rows = {name: protocol.settings(protocol.TABLES["smart-study"][name], "cpu") for name in STUDY_ROWS}
+    precision = rows["sst1k-plain"]["precision"]  # the study pins one precision for every row
+    bert = BertModel.from_pretrained(args.checkpoint)
+    torch.manual_seed(0)
+    base = MultitaskBert(bert, dropout=rows["sst1k-plain"]["head_dropout"], num_sentiment_classes=5).train()
+    batch, labels = make_batch(args.batch_size, args.seq_len, bert.config.vocab_size, args.padding)
+    batch["labels"] = labels
+    steps = {}
+    for name, settings in rows.items():
+        model = copy.deepcopy(base).train()
+        inner = _step(model, AdamW(model.parameters(), lr=settings["lr"]), batch, smart_config(settings))
+
+        def step(inner=inner):
+            with autocast("cpu", precision):
+                return inner()
+        steps[name.split("-", 1)[1]] = step
+    info = {"precision": precision, "rows": list(STUDY_ROWS),
+            "smart_configs": {n: (c.to_dict() if (c := smart_config(s)) else None) for n, s in rows.items()},
+            "note": "each variant's seconds per step / plain's: its cost multiple"}
+    return Comparison(steps, baseline="both", candidate="plain", info=info)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(argv if argv is not None else sys.argv[1:])
     run(make_parser().parse_args(["--compare", "smart", *argv]))

@@ -71,3 +71,14 @@ def test_roofline_counts_the_training_steps_flops_and_matches_them_with_matmuls(
     flops = result["info"]["flops"]
     assert abs(flops["matmul"] - flops["train"]) <= 2.0 * 2 * 8 * 384 * 1536  # within one product's FLOPs
     assert set(result["gflops_per_second"]) == {"matmul", "train"}
+
+
+def test_the_smart_study_bench_times_each_variant_with_its_rows_settings():
+    args = bench.make_parser().parse_args(["--smart-study", "--steps", "1", "--warmup", "0", "--batch-size", "2",
+                                           "--seq-len", "8", "--threads", "1"])
+    result = bench.run(args)
+    assert set(result["seconds"]) == {"plain", "teacher", "adv-1e-05", "both", "mtdnn"}
+    configs = result["info"]["smart_configs"]
+    assert configs["sst1k-plain"] is None and configs["sst1k-teacher"]["lambda_s"] == 0
+    assert configs["sst1k-adv-1e-05"]["mu"] == 0 and configs["sst1k-mtdnn"]["perturbation"] == "mt-dnn"
+    assert result["info"]["precision"] == "bf16"  # the study's pinned precision
