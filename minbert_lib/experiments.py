@@ -258,12 +258,16 @@ def training_seconds(runs: list[dict]) -> float:
 
 
 def cpu_hours(record: dict) -> float:
-    """CPU-hours (core-hours) a recorded row took: its seeds' training seconds times the torch
-    threads its device line names (one when it names none, a GPU row's host thread)."""
+    """CPU-hours (core-hours) a recorded row took: its seeds' training seconds (for files older
+    than that field, seconds per epoch x epochs x seeds) times the torch threads its device
+    line names (one when it names none, a GPU row's host thread)."""
     import re
 
+    seconds = record.get("training_seconds")
+    if seconds is None:
+        seconds = record.get("seconds_per_epoch", 0.0) * record.get("epochs", 0) * len(record.get("seeds", []))
     threads = re.search(r"torch threads (\d+)", record.get("device", ""))
-    return record.get("training_seconds", 0.0) * (int(threads.group(1)) if threads else 1) / 3600
+    return seconds * (int(threads.group(1)) if threads else 1) / 3600
 
 
 def aggregate(spec: RowSpec, profile: str, row_protocol: dict, runs: list[dict], seeds: list[int]) -> dict:

@@ -350,6 +350,13 @@ _MTDNN = (Change("smart.perturbation", "mt-dnn", "the reference code's perturbat
                                                  "projection, noise + eta g rescaled to unit l-inf norm per token"),
           Change("smart.dropout_in_adversary", True, "the reference code's adversarial passes run in training "
                                                       "mode, with fresh dropout masks"))
+# Declared after the 1,000-example sweep was recorded (3 seeds each: 0.431 at 1e-5, 0.429 at
+# 1e-3, 0.388 at 1e-1, plain 0.435): the best adversarial variant by that dev accuracy is
+# epsilon = 1e-5, a choice made on dev and inside the noise (1e-5 and 1e-3 differ by 0.002).
+BEST_ADVERSARIAL = 1e-5
+_DROPOUT_ON = Change("smart.dropout_in_adversary", True,
+                     "without the poster's dropout customization: the adversarial passes run in training "
+                     "mode with fresh dropout masks, as the SMART paper and the reference code do")
 SMART_STUDY = [
     row for size in _STUDY_SIZES for row in (
         _study(size, "plain", "fine-tuned without SMART", smart=False),
@@ -358,7 +365,11 @@ SMART_STUDY = [
           for e in (1e-5, 1e-3, 1e-1)),
         _study(size, "both", "both terms at the paper's settings"),
         _study(size, "mtdnn", "both terms with the reference code's perturbation", *_MTDNN),
-    ) if size == "sst1k" or row.name.split("-", 1)[1] in ("plain", "teacher", "both", "mtdnn")
+        _study(size, f"adv-{BEST_ADVERSARIAL:g}-dropout", f"the best adversarial variant (epsilon "
+               f"{BEST_ADVERSARIAL:g}, chosen on the 1,000-example dev accuracy) with dropout on in its passes",
+               _ADV_ONLY, *_eps(BEST_ADVERSARIAL), _DROPOUT_ON),
+    ) if (size == "sst1k" or row.name.split("-", 1)[1] in ("plain", "teacher", "both", "mtdnn",
+                                                           f"adv-{BEST_ADVERSARIAL:g}"))
 ]
 
 TABLES: dict[str, dict[str, RowSpec]] = {

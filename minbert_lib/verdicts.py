@@ -407,13 +407,21 @@ STUDY = "smart-study"
 STUDY_SIZES = {"sst1k": "1,000 SST examples", "sstfull": "all 8,544 SST examples"}
 
 
-def _contrast(records: dict, terms: list[tuple[int, str]], sign: int, level: float) -> dict | None:
-    values = {r: per_seed(records[r], "sst_acc") for _, r in terms if r in records}
+def _contrast(records: dict, terms: list[tuple[int, str]], sign: int, level: float,
+              metric: str = "sst_acc") -> dict | None:
+    values = {r: per_seed(records[r], metric) for _, r in terms if r in records}
     if len(values) < len({r for _, r in terms}) or any(v is None for v in values.values()):
         return None
     difference, interval, method = contrast_interval([(w, values[r]) for w, r in terms], level)
     return {"difference": difference, "interval": interval, "method": method,
             "n_seeds": min(len(v) for v in values.values()), "verdict": interval_verdict(interval, sign)}
+
+
+def compare(records: dict, a: str, b: str, metric: str, level: float = LEVEL) -> dict | None:
+    """Row `a` minus row `b` on `metric` (a metric name, MEAN3 or RUNTIME): the difference of
+    their means over seeds, its interval (paired t on shared seeds, else Welch), and the verdict
+    on "a is higher"; None when either row or its per-seed values are missing."""
+    return _contrast(records, [(1, a), (-1, b)], +1, level, metric)
 
 
 def study_verdicts(profile: str = "cpu", root: Path | None = None, level: float = LEVEL) -> dict:
@@ -447,6 +455,12 @@ def study_verdicts(profile: str = "cpu", root: Path | None = None, level: float 
         ("the adversarial term alone at the paper's epsilon helps", [(1, "sst1k-adv-1e-05"), (-1, "sst1k-plain")], +1),
         ("the teacher carries more of the effect than the adversarial term at the paper's epsilon",
          [(1, "sst1k-teacher"), (-1, "sst1k-adv-1e-05")], +1),
+        ("the momentum teacher's gain is larger at 1,000 examples than at all 8,544",
+         [(1, "sst1k-teacher"), (-1, "sst1k-plain"), (-1, "sstfull-teacher"), (1, "sstfull-plain")], +1),
+        ("the poster's dropout customization (dropout off in the adversarial passes) helps the best "
+         "adversarial variant", [(1, "sst1k-adv-1e-05"), (-1, "sst1k-adv-1e-05-dropout")], +1),
+        ("the reference code's perturbation (mt-dnn) does better than the paper's projected one",
+         [(1, "sst1k-mtdnn"), (-1, "sst1k-both")], +1),
     ]
     conclusions = []
     for claim, terms, sign in claims:

@@ -150,3 +150,5 @@ def test_the_pilot_rule_takes_the_first_epoch_from_three_where_every_task_is_nea
 def test_cpu_hours_are_training_seconds_times_threads():
     assert ex.cpu_hours({"training_seconds": 7200, "device": "cpu: Xeon, torch threads 2, 2 cores"}) == 4
     assert ex.cpu_hours({"training_seconds": 3600, "device": "cuda: NVIDIA A100"}) == 1
+    older = {"seconds_per_epoch": 600, "epochs": 2, "seeds": [0, 1, 2], "device": "cpu: Xeon, torch threads 1"}
+    assert ex.cpu_hours(older) == 1  # a file from before training_seconds was recorded

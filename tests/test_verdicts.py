@@ -244,3 +244,14 @@ def test_study_verdicts_pair_each_variant_with_plain_and_list_what_is_missing(tm
     assert out["record_missing"].startswith("python -m minbert_lib.experiments run smart-study --profile cpu")
     small_data = next(c for c in out["conclusions"] if "most pronounced" in c["claim"])
     assert small_data["verdict"] == V.CANT_TELL and "sstfull-both" in small_data["note"]
+
+
+def test_compare_two_rows_on_any_metric_pairs_their_seeds():
+    a = record("rrobin-full+layer", {m: shifted(0.05) for m in V.THREE}, (0, 1, 2))
+    b = record("rrobin-full", {m: shifted(0.0, [0.002, 0.001, -0.006]) for m in V.THREE}, (0, 1, 2))
+    c = V.compare({"rrobin-full+layer": a, "rrobin-full": b}, "rrobin-full+layer", "rrobin-full", "quora_acc")
+    d = np.array(shifted(0.05)) - np.array(shifted(0.0, [0.002, 0.001, -0.006]))
+    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3)
+    assert c["difference"] == pytest.approx(d.mean()) and c["method"] == "paired t"
+    assert c["interval"] == pytest.approx([d.mean() - half, d.mean() + half]) and c["verdict"] == V.HOLDS
+    assert V.compare({"rrobin-full": b}, "rrobin-full+layer", "rrobin-full", "quora_acc") is None  # a row missing
