@@ -35,6 +35,51 @@ def training_flops(config, batch_size: int, seq_len: int) -> float:
     return 3.0 * forward
 
 
+def matmul_gflops(device="cpu", precision: str = "fp32", seconds: float = 2.0, shape=(2048, 384, 1536)) -> float:
+    """This machine's matrix-multiply rate now, in GFLOP/s: back-to-back products of the shape
+    that dominates MiniLM's training step (tokens x H by H x 4H) for about `seconds`, in the
+    given precision, on torch's current threads. The runner measures it before each seed it
+    trains, so that the seed's throughput can be set against the rate of the same process."""
+    import time
+
+    from .train import autocast
+
+    device = torch.device(device)
+    m, k, n = shape
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with autocast(device, precision):
+        a @ b  # warm-up: kernel selection, bf16 packing
+        sync()
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            a @ b
+            count += 1
+        sync()
+        elapsed = time.perf_counter() - start
+    return 2.0 * m * k * n * count / elapsed / 1e9
+
+
+def training_flops_per_token(config) -> float:
+    """Floating-point operations of one training step per real token, counting the dense
+    weights only (3 passes of 2 x weights): padding and attention's length-dependent products
+    are left out, so the rate it gives is the useful work of plain fine-tuning. A SMART step
+    does about 3 times this work per token; counted this way its rate shows what it costs."""
+    H, L, F = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    return 3.0 * 2 * (L * (4 * H * H + 2 * H * F) + H * H)
+
+
+def roofline_fraction(record: dict, config) -> float | None:
+    """A recorded row's training throughput as a fraction of its own process's matmul rate:
+    the mean over its seeds of tokens/s x FLOPs per token / matmul GFLOP/s (`matmul_gflops`,
+    recorded per seed by the runner). None for seeds recorded before the runner measured it."""
+    runs = record.get("runs") or []
+    if not runs or any(not r.get("matmul_gflops") or not r.get("tokens_per_second") for r in runs):
+        return None
+    per_token = training_flops_per_token(config)
+    return sum(r["tokens_per_second"] * per_token / 1e9 / r["matmul_gflops"] for r in runs) / len(runs)
+
+
 @comparison("roofline", help="a MiniLM training step vs matrix products of the same FLOPs: the "
                              "fraction of this machine's matmul rate that training reaches")
 def compare_roofline(args: argparse.Namespace) -> Comparison:

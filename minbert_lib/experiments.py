@@ -419,9 +419,11 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
 
     import torch
 
+    from .bench_roofline import matmul_gflops
     from .errors import UnknownName, UsageError
     from .profiles import pick_device
     from .rundir import DONE_FILE, CorruptRunFile, check_writable, read_json
+    from .train import resolve_precision
 
     row_proto = protocol.row_protocol(spec, profile.name)
     if smoke:
@@ -467,6 +469,8 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
         done_before = _read_text(seed_dir / DONE_FILE)
         if done_before is None:  # the seed will train (from scratch or from last.pt) with this code
             _note_commit(seed_dir, commit)
+        # the machine's matmul rate in this process, now: the seed's roofline yardstick
+        rate = matmul_gflops(device, resolve_precision(settings["precision"], device)) if not smoke else None
         try:
             out = RUNNERS[spec.schedule](spec, settings, seed, device, seed_dir, progress)
         except CorruptRunFile as e:  # say how to retrain this seed alone (--fresh would delete all)
@@ -475,6 +479,7 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
                                  f"{spec.name} --discard-seed {seed}") from None
         if done_before is not None and _read_text(seed_dir / DONE_FILE) != done_before:
             _note_commit(seed_dir, commit)  # a finished seed continued to more epochs
+        out["matmul_gflops"] = rate
         out["commits"] = _read_text(seed_dir / COMMITS_FILE, "").split() or [
             "unknown: trained before commits were noted per seed (see the row's commit)"]
         runs.append(out)

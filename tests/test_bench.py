@@ -82,3 +82,17 @@ def test_the_smart_study_bench_times_each_variant_with_its_rows_settings():
     assert configs["sst1k-plain"] is None and configs["sst1k-teacher"]["lambda_s"] == 0
     assert configs["sst1k-adv-1e-05"]["mu"] == 0 and configs["sst1k-mtdnn"]["perturbation"] == "mt-dnn"
     assert result["info"]["precision"] == "bf16"  # the study's pinned precision
+
+
+def test_roofline_fraction_sets_each_seeds_throughput_against_its_own_matmul_rate():
+    from minbert_lib.bench_roofline import matmul_gflops, roofline_fraction, training_flops_per_token
+    from minbert_lib.model import BertConfig
+
+    assert matmul_gflops("cpu", "fp32", seconds=0.05, shape=(64, 32, 48)) > 0
+    config = BertConfig(hidden_size=384, num_hidden_layers=6, intermediate_size=1536)
+    per_token = training_flops_per_token(config)
+    assert per_token == 6 * (6 * (4 * 384 ** 2 + 2 * 384 * 1536) + 384 ** 2)
+    runs = [{"tokens_per_second": 1e9 / per_token * 50, "matmul_gflops": 100.0},   # half the rate
+            {"tokens_per_second": 1e9 / per_token * 25, "matmul_gflops": 100.0}]   # a quarter
+    assert abs(roofline_fraction({"runs": runs}, config) - 0.375) < 1e-12
+    assert roofline_fraction({"runs": [{"tokens_per_second": 10.0}]}, config) is None  # recorded before

@@ -174,6 +174,8 @@ def test_finished_seeds_are_recorded_one_file_each_and_reused_on_a_fresh_clone(f
     seeds_dir = tmp_path / "results" / "quick" / "tabletest" / "seeds" / "row-a"
     assert sorted(p.name for p in seeds_dir.iterdir()) == ["seed0.json", "seed1.json", "seed2.json"]
     assert calls == [0, 1, 2]
+    # each seed records the matmul rate its process measured before training (conftest: 100)
+    assert json.loads((seeds_dir / "seed1.json").read_text())["run"]["matmul_gflops"] == 100.0
     # a fresh clone: the results (and seed files) from git, no checkpoints: nothing trains again
     again = ex.run_row(spec, prof, checkpoints_root=tmp_path / "ckpt-b", force=True, **kw)
     assert calls == [0, 1, 2] and again["metrics"] == first["metrics"]
