@@ -148,7 +148,7 @@ def run_single_task(spec: RowSpec, settings: dict, seed: int, device, run_dir: P
     seed_everything(seed)  # the head's initialisation depends on the seed
     model = MultitaskBert(bert, dropout=settings["head_dropout"], num_sentiment_classes=NUM_CLASSES.get(task, 5),
                           freeze_bert=spec.freeze_bert, pooling=settings["pooling"]).to(device)
-    smart = smart_config(settings)  # the SMART study's rows (Chapter 10)
+    smart = smart_config(settings)  # the SMART study's rows (Chapter 7)
     result = fit(model, task, train, dev, epochs=settings["epochs"], lr=settings["lr"],
                  smart=smart, teacher=smart.make_teacher(model) if smart is not None else None,
                  batch_size=settings["batch_size"], seed=seed, run_dir=run_dir, device=device, progress=progress,
@@ -563,7 +563,7 @@ def mean_std(record: dict, metric: str, digits: int = 3) -> str:
 def format_table(records: dict) -> str:
     """A plain-text table of recorded rows: metrics (mean ± std over seeds), seconds per epoch."""
     metrics = [m for m in METRIC_NAMES if any(m in r["metrics"] for r in records.values())]
-    header = ["row", *metrics, "s/epoch", "epochs", "seeds"]
+    header = ["row", *metrics, "s/epoch", "epochs", "seed ids"]
     lines = [header]
     for name, r in records.items():
         lines.append([name, *[mean_std(r, m) or "-" for m in metrics], f"{r['seconds_per_epoch']:.1f}",

@@ -312,7 +312,7 @@ def pilot_epochs(history: list[dict], metrics=("sst_acc", "quora_acc", "sts_pear
     return max(h["epoch"] for h in history)
 
 
-# What makes SMART work (Chapter 10; not in the poster, which never separated SMART's parts):
+# What makes SMART work (Chapter 7's study; not in the poster, which never separated SMART's parts):
 # SST fine-tuned as Table 1's cpu rows, at two training-set sizes, with SMART's two terms
 # switched on one at a time. Every row is declared here before it runs; the epsilon sweep
 # scales eta with epsilon (eta = 100 epsilon, the paper's ratio). The best adversarial variant
