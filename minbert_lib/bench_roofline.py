@@ -60,13 +60,15 @@ def matmul_gflops(device="cpu", precision: str = "fp32", seconds: float = 2.0, s
     return 2.0 * m * k * n * count / elapsed / 1e9
 
 
-def training_flops_per_token(config) -> float:
+def training_flops_per_token(config, frozen: bool = False) -> float:
     """Floating-point operations of one training step per real token, counting the dense
-    weights only (3 passes of 2 x weights): padding and attention's length-dependent products
-    are left out, so the rate it gives is the useful work of plain fine-tuning. A SMART step
-    does about 3 times this work per token; counted this way its rate shows what it costs."""
+    weights only (3 passes of 2 x weights: forward, and a backward pass that costs two):
+    padding and attention's length-dependent products are left out, so the rate it gives is
+    the useful work of plain fine-tuning. With BERT frozen the backward pass stops at the heads,
+    so only the forward pass counts. A SMART step does about 3 times this work per token;
+    counted this way its rate shows what it costs."""
     H, L, F = config.hidden_size, config.num_hidden_layers, config.intermediate_size
-    return 3.0 * 2 * (L * (4 * H * H + 2 * H * F) + H * H)
+    return (1.0 if frozen else 3.0) * 2 * (L * (4 * H * H + 2 * H * F) + H * H)
 
 
 def roofline_fraction(record: dict, config) -> float | None:
@@ -76,7 +78,8 @@ def roofline_fraction(record: dict, config) -> float | None:
     runs = record.get("runs") or []
     if not runs or any(not r.get("matmul_gflops") or not r.get("tokens_per_second") for r in runs):
         return None
-    per_token = training_flops_per_token(config)
+    frozen = bool(record.get("protocol", {}).get("settings", {}).get("freeze_bert"))
+    per_token = training_flops_per_token(config, frozen)
     return sum(r["tokens_per_second"] * per_token / 1e9 / r["matmul_gflops"] for r in runs) / len(runs)
 
 

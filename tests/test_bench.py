@@ -96,3 +96,5 @@ def test_roofline_fraction_sets_each_seeds_throughput_against_its_own_matmul_rat
             {"tokens_per_second": 1e9 / per_token * 25, "matmul_gflops": 100.0}]   # a quarter
     assert abs(roofline_fraction({"runs": runs}, config) - 0.375) < 1e-12
     assert roofline_fraction({"runs": [{"tokens_per_second": 10.0}]}, config) is None  # recorded before
+    frozen = {"runs": runs, "protocol": {"settings": {"freeze_bert": True}}}  # forward pass only
+    assert abs(roofline_fraction(frozen, config) - 0.125) < 1e-12
