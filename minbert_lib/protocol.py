@@ -365,7 +365,7 @@ SMART_STUDY = [
         _study(size, "teacher", "the momentum teacher only (lambda_s = 0)", _TEACHER_ONLY),
         *(_study(size, f"adv-{e:g}", f"the adversarial term only at epsilon {e:g}", _ADV_ONLY, *_eps(e))
           for e in (1e-5, 1e-3, 1e-1)),
-        _study(size, "both", "both terms at the paper's settings"),
+        _study(size, "both", "both terms at the poster's settings"),
         _study(size, "mtdnn", "both terms with the reference code's perturbation", *_MTDNN),
         _study(size, f"adv-{BEST_ADVERSARIAL:g}-dropout", f"the best adversarial variant (epsilon "
                f"{BEST_ADVERSARIAL:g}, chosen on the 1,000-example dev accuracy) with dropout on in its passes",

@@ -255,3 +255,10 @@ def test_compare_two_rows_on_any_metric_pairs_their_seeds():
     assert c["difference"] == pytest.approx(d.mean()) and c["method"] == "paired t"
     assert c["interval"] == pytest.approx([d.mean() - half, d.mean() + half]) and c["verdict"] == V.HOLDS
     assert V.compare({"rrobin-full": b}, "rrobin-full+layer", "rrobin-full", "quora_acc") is None  # a row missing
+
+
+def test_mean_interval_is_the_t_interval_of_the_seeds():
+    mean, (lo, hi) = V.mean_interval([0.40, 0.42, 0.44])
+    half = stats.t.ppf(0.975, 2) * 0.02 / math.sqrt(3)
+    assert mean == pytest.approx(0.42) and lo == pytest.approx(0.42 - half) and hi == pytest.approx(0.42 + half)
+    assert V.mean_interval([0.5]) == (0.5, None)
