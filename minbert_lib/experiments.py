@@ -87,9 +87,14 @@ def subset(examples: list, limit: int | None, key: str) -> list:
     examples = list(examples)
     if limit is None or limit >= len(examples):
         return examples
-    order = list(range(len(examples)))
-    random.Random(f"subset-{key}").shuffle(order)
-    return [examples[i] for i in sorted(order[:limit])]
+    return [examples[i] for i in sorted(seeded_order(len(examples), f"subset-{key}")[:limit])]
+
+
+def seeded_order(n: int, seed: str) -> list[int]:
+    """range(n) shuffled by a string seed: the same on every machine and for every run seed."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order
 
 
 def load_encoder(settings: dict):

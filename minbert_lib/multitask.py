@@ -12,7 +12,6 @@ from inside an epoch, and runs under DistributedDataParallel with torchrun.
 """
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 
@@ -252,12 +251,11 @@ def table2_data(settings: dict, tokenizer, tasks=EVAL_TASKS):
 def split_off(examples: list, n: int, key: str) -> tuple[list, list]:
     """(the rest, n held-out examples): a seeded split, the same for every seed and machine."""
     from .errors import UsageError
+    from .experiments import seeded_order
 
     if not 0 < n < len(examples):
         raise UsageError(f"holdout {key}: {n} examples asked of {len(examples)}; hold out fewer")
-    order = list(range(len(examples)))
-    random.Random(f"split-{key}").shuffle(order)
-    held = set(order[:n])
+    held = set(seeded_order(len(examples), f"split-{key}")[:n])
     return ([e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held])
 
 
