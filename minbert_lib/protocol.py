@@ -330,11 +330,17 @@ def _study(size: str, variant: str, description: str, *changes: Change, smart: b
     clip = Change("grad_clip", None, "the study compares SMART's terms alone; clipping only the SMART "
                                      "rows would add a second difference from the plain row")
     # "auto" resolves per machine (bf16 where it is measured faster, train.cpu_bf16_is_faster),
-    # so seeds recorded on different machines could differ in precision: the study pins bf16,
-    # in which its first rows were recorded.
-    precision = Change("precision", "bf16", "every row of the study in one precision, bf16, in which its "
-                                            "first rows were recorded, so that no comparison between its "
-                                            "rows mixes precisions (auto depends on the machine)")
+    # so seeds recorded on different machines could differ in precision: the study pins one.
+    # fp32, since every CPU does it the same way, and on the AVX512-BF16 machine without AMX
+    # that records the study bf16 is the slower one: the matmul rate each seed measures before it
+    # trains (bench_roofline.matmul_gflops, 1 thread) was 159 GFLOP/s in fp32 (table2
+    # finetune-default) against 80 in bf16 (sstfull-plain); python -m minbert_lib.bench --roofline
+    # gives 112 against 53. The study's first rows were recorded in bf16 and recorded again in
+    # fp32 (the bf16 files are in git history, before this change).
+    precision = Change("precision", "fp32", "every row of the study in one precision, so that no comparison "
+                                            "between its rows mixes precisions (auto depends on the machine); "
+                                            "fp32, the same on every CPU, and faster than bf16 on the CPU "
+                                            "that records the study (no AMX: 159 against 80 GFLOP/s)")
     cs = tuple(c for c in (base, clip if smart else None, precision, *changes) if c is not None)
     return RowSpec("smart-study", f"{size}-{variant}", tasks=("sst",), smart=smart,
                    label=f"SST {'1,000' if n else 'all 8,544'}: {variant}", description=description,

@@ -81,7 +81,7 @@ def test_the_smart_study_bench_times_each_variant_with_its_rows_settings():
     configs = result["info"]["smart_configs"]
     assert configs["sst1k-plain"] is None and configs["sst1k-teacher"]["lambda_s"] == 0
     assert configs["sst1k-adv-1e-05"]["mu"] == 0 and configs["sst1k-mtdnn"]["perturbation"] == "mt-dnn"
-    assert result["info"]["precision"] == "bf16"  # the study's pinned precision
+    assert result["info"]["precision"] == "fp32"  # the study's pinned precision
 
 
 def test_roofline_fraction_sets_each_seeds_throughput_against_its_own_matmul_rate():

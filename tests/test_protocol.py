@@ -124,7 +124,7 @@ def test_the_smart_study_switches_one_part_at_a_time():
     for name, settings in s.items():
         for key in ("model", "lr", "batch_size", "epochs", "max_length", "seeds", "head_dropout"):
             assert settings[key] == table1[key], (name, key)
-        assert settings["grad_clip"] is None and settings["precision"] == "bf16"  # one precision for all
+        assert settings["grad_clip"] is None and settings["precision"] == "fp32"  # one precision for all
 
 
 def test_same_training_ignores_a_reworded_reason_but_not_a_setting():
