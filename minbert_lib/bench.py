@@ -106,16 +106,27 @@ class Comparison:
 
 
 COMPARISONS: dict[str, tuple[Callable[[argparse.Namespace], Comparison], str]] = {}
+# --batch-size when it is not given: 32, or what a comparison's `batch_size()` says (the
+# smart-study comparison times its rows at the batch size they train with).
+DEFAULT_BATCH_SIZE = 32
+BATCH_SIZES: dict[str, Callable[[], int]] = {}
 
 
-def comparison(name: str, help: str):
+def comparison(name: str, help: str, batch_size: Callable[[], int] | None = None):
     """Register `build(args) -> Comparison` under `name` (selectable with --compare)."""
 
     def register(build):
         COMPARISONS[name] = (build, help)
+        if batch_size is not None:
+            BATCH_SIZES[name] = batch_size
         return build
 
     return register
+
+
+def batch_size_for(compare: str) -> int:
+    """The batch size a comparison times when --batch-size is not given."""
+    return BATCH_SIZES.get(compare, lambda: DEFAULT_BATCH_SIZE)()
 
 
 # ---------------------------------------------------------------------------------------
@@ -239,7 +250,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int, default=20, help="timed steps per candidate (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
     p.add_argument("--threads", type=positive_int, default=2, help="torch.set_num_threads (default 2)")
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help=f"default {DEFAULT_BATCH_SIZE}; smart-study: its rows' batch size")
     p.add_argument("--seq-len", type=positive_int, default=64)
     p.add_argument("--padding", choices=["random", "none"], default="random",
                    help="random: lengths uniform in [seq_len/4, seq_len], one full; none: no padding (default random)")
@@ -260,6 +272,8 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     build, _ = COMPARISONS[args.compare]
+    if args.batch_size is None:
+        args.batch_size = batch_size_for(args.compare)
     comp = build(args)
     cpu_times: dict[str, list[float]] = {}
     times = interleaved_timings(comp.steps, args.steps, args.warmup, cpu_times)

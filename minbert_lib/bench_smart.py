@@ -76,8 +76,14 @@ def compare_smart(args: argparse.Namespace) -> Comparison:
 STUDY_ROWS = ("sst1k-plain", "sst1k-teacher", "sst1k-adv-1e-05", "sst1k-both", "sst1k-mtdnn")
 
 
+def _study_batch_size() -> int:
+    from . import protocol
+    return protocol.settings(protocol.TABLES["smart-study"][STUDY_ROWS[0]], "cpu")["batch_size"]
+
+
 @comparison("smart-study", help="each SMART study variant's training step (its cpu settings and SmartConfig) "
-                                "vs a plain step, same batch, in the study's precision")
+                                "vs a plain step, same batch, in the study's precision",
+            batch_size=_study_batch_size)
 def compare_smart_study(args: argparse.Namespace) -> Comparison:
     from . import protocol
     from .experiments import smart_config

@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from minbert_lib import bench
+from minbert_lib import bench, bench_smart
 
 
 def test_interleaved_timings_alternates_and_counts():
@@ -53,7 +53,15 @@ def test_a_registered_comparison_runs_and_writes_json(tmp_path, monkeypatch):
 
 def test_parser_defaults_are_the_issues_settings():
     args = bench.make_parser().parse_args([])
-    assert (args.compare, args.batch_size, args.seq_len, args.threads) == ("hf", 32, 64, 2)
+    assert (args.compare, args.seq_len, args.threads) == ("hf", 64, 2)
+    assert args.batch_size is None and bench.batch_size_for("hf") == 32
+
+
+def test_the_smart_study_comparison_times_its_rows_batch_size():
+    from minbert_lib import protocol
+    rows = bench_smart.STUDY_ROWS
+    sizes = {protocol.settings(protocol.TABLES["smart-study"][r], "cpu")["batch_size"] for r in rows}
+    assert sizes == {bench.batch_size_for("smart-study")}
 
 
 def test_roofline_counts_the_training_steps_flops_and_matches_them_with_matmuls(tmp_path):
