@@ -71,11 +71,21 @@ def write_predictions(model, tokenizer, out_dir, max_length: int = 128, batch_si
     return written
 
 
-def best_row(records: dict, multitask_only: bool = True) -> str:
-    """The row with the highest mean of the three dev metrics."""
+def best_row(records: dict, multitask_only: bool = True, table: str | None = None,
+             profile: str | None = None) -> str | None:
+    """The row with the highest mean of the three dev metrics (for a row with several seeds,
+    the mean over its seeds). Given `table` and `profile`, only the rows whose results file
+    was trained by today's protocol compete: a file of an older grid is another experiment,
+    and its checkpoint cannot be rebuilt from settings it does not record. None when no row
+    qualifies."""
+    from . import protocol
+
     keys = ("sst_acc", "quora_acc", "sts_pearson")
     rows = {r: v for r, v in records.items() if not multitask_only or len(v.get("tasks", [])) > 1}
-    return max(rows, key=lambda r: np.mean([rows[r]["metrics"][k] for k in keys]))
+    if table is not None:
+        rows = {r: v for r, v in rows.items() if r in protocol.TABLES[table] and protocol.same_training(
+            v.get("protocol"), protocol.row_protocol(protocol.TABLES[table][r], profile))}
+    return max(rows, key=lambda r: np.mean([rows[r]["metrics"][k] for k in keys])) if rows else None
 
 
 def best_seed(record: dict) -> int:
@@ -83,6 +93,13 @@ def best_seed(record: dict) -> int:
     the row and its epoch are); a row recorded with one seed gives that seed."""
     runs = record.get("runs") or [{"seed": record["seeds"][0], "metrics": record["metrics"]}]
     return max(runs, key=lambda run: np.mean(list(run["metrics"].values())))["seed"]
+
+
+def seed_metrics(record: dict, seed: int) -> dict:
+    """The dev metrics recorded for one seed of a row (its best epoch, the checkpoint the
+    predictions come from); a row recorded with one seed gives the row's."""
+    run = next((r for r in record.get("runs") or [] if r.get("seed") == seed), None)
+    return run["metrics"] if run else record["metrics"]
 
 
 def main(argv=None) -> int:
@@ -132,7 +149,11 @@ def _predict(argv=None) -> int:
             raise UsageError(f"{out} holds {what}; pass --force to replace them with the {profile.name} "
                              "profile's, or --out DIR to write elsewhere")
     records = X.load_results(profile.name, args.table)
-    row = args.row or (best_row(records) if records else None)
+    row = args.row or best_row(records, table=args.table, profile=profile.name)
+    if row is None and records:
+        raise UsageError(f"no multitask row of results/{profile.name}/{args.table} was trained by today's "
+                         f"protocol; record one first (python -m minbert_lib.experiments run {args.table} "
+                         f"--profile {profile.name} --rows ROW --force), or pass --row")
     if row not in records or row not in X.TABLES.get(args.table, {}):
         recorded = ", ".join(records) or "none"
         raise UsageError(f"no recorded row {row!r} in results/{profile.name}/{args.table} (recorded: {recorded}); "
@@ -173,7 +194,8 @@ def _predict(argv=None) -> int:
             raise DataError(f"no prediction file could be written ({first}); {out} was left as it was")
         info = {"table": args.table, "row": row, "profile": profile.name, "seed": args.seed, "precision": precision,
                 "checkpoint": checkpoint_name,
-                "dev_metrics_recorded": records[row]["metrics"], "files": written, "commit": X.git_commit()}
+                "dev_metrics_recorded": seed_metrics(records[row], args.seed),
+                "row_dev_metrics": records[row]["metrics"], "files": written, "commit": X.git_commit()}
         (tmp / "provenance.json").write_text(json.dumps(info, indent=1) + "\n")
         absent = [f"{k} ({v.split(';')[0]})" for k, v in written.items() if not isinstance(v, int)]
         readme = [

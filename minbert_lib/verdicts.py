@@ -13,8 +13,13 @@ signed sum of rows' metrics, e.g. rrobin+smart minus rrobin on STS. For every cl
 - `verdict`: "holds" (the interval excludes 0 on the side the poster claims), "contradicted"
   (it excludes 0 on the other side) or "can't tell at this scale" (it contains 0, or is null);
 - `caveat`: Table 2's single-task rows train SST only, so their Quora head is an untrained
-  random layer and their STS score is the encoder's zero-shot cosine. A comparison that uses
-  those scores never counts as "holds" (it is downgraded, and the caveat says why).
+  random layer and their STS score is the cosine of an encoder never trained on STS (zero-shot
+  for pretrain-default, fine-tuned on SST for finetune-*). A comparison that uses those scores
+  never counts as "holds" (it is downgraded, and the caveat says why);
+- `not_by_protocol`: the compared rows whose results file was not trained by today's
+  protocol for the profile (recorded before it, or under settings the code no longer has:
+  other data, epochs or dev sets). Such a comparison is not like for like: whatever its
+  interval says, its verdict is "can't tell at this scale" until the row is recorded again.
 
 `write_verdicts(profile)` writes results/<profile>/table2/verdicts.json;
 `python -m minbert_lib.verdicts --profile cpu [--out FILE]` prints a short table and writes it.
@@ -163,9 +168,17 @@ NOT_CHECKED = (
 _UNTRAINED = {
     "quora_acc": "{rows} train{s} SST only: the Quora head is an untrained random linear layer, so its Quora "
                  "accuracy measures no paraphrase learning",
-    "sts_pearson": "{rows} train{s} SST only: the STS score is the encoder's zero-shot cosine similarity (for "
-                   "the offline MiniLM encoder already 0.838 on dev), not a trained head",
+    "sts_pearson": "{rows} train{s} SST only: the STS score is the cosine similarity of an encoder never "
+                   "trained on STS (zero-shot, or fine-tuned on SST), not a trained head",
 }
+
+
+def not_by_protocol(rows: list[str], records: dict, profile: str) -> list[str]:
+    """The rows whose recorded row object does not train the way `protocol` says today."""
+    from . import protocol
+
+    return [r for r in rows if not protocol.same_training(
+        records[r].get("protocol"), protocol.row_protocol(TABLES[TABLE][r], profile))]
 
 
 # --------------------------------------------------------------------------------------
@@ -262,7 +275,7 @@ def _named_rows(claim: Claim) -> list[str]:
     return list(dict.fromkeys(rows))
 
 
-def judge(claim: Claim, records: dict, level: float = LEVEL) -> dict:
+def judge(claim: Claim, records: dict, level: float = LEVEL, profile: str = "cpu") -> dict:
     """One conclusion's entry; {"skipped": why} when a row or metric it needs is not recorded."""
     missing = [r for r in _named_rows(claim) if r not in records]
     if missing:
@@ -282,14 +295,23 @@ def judge(claim: Claim, records: dict, level: float = LEVEL) -> dict:
     rows = [r for _, r in terms]
     difference, interval, method = contrast_interval([(w, values[r]) for w, r in terms], level)
     raw = interval_verdict(interval, claim.sign)
-    verdict, caveat = raw, None
+    verdict, caveats = raw, []
     reasons = _untrained(rows, claim.metric)
     if reasons:
-        caveat = "; ".join(reasons) + ". A comparison with an untrained head or a zero-shot score never counts as holds"
+        text = "; ".join(reasons) + ". A comparison with an untrained head or a zero-shot score never counts as holds"
         if raw == HOLDS:
             verdict = CANT_TELL
-            caveat += ": the interval alone says holds, so the verdict is downgraded to can't tell at this scale"
-        caveat += "."
+            text += ": the interval alone says holds, so the verdict is downgraded to can't tell at this scale"
+        caveats.append(text + ".")
+    stale = not_by_protocol(list(dict.fromkeys(rows)), records, profile)
+    if stale:
+        text = (f"{', '.join(stale)} {'was' if len(stale) == 1 else 'were'} not trained by today's {profile} "
+                "protocol (other data, epochs or dev sets): not a like-for-like comparison")
+        if verdict != CANT_TELL:
+            verdict = CANT_TELL
+            text += f"; the interval alone says {raw}, so the verdict is can't tell at this scale"
+        caveats.append(text + ".")
+    caveat = " ".join(caveats) or None
     comparison = " ".join(("+ " if w > 0 else "- ") + r for w, r in terms).removeprefix("+ ")
     return {
         "key": claim.key, "claim": claim.claim, "source": claim.source,
@@ -298,7 +320,7 @@ def judge(claim: Claim, records: dict, level: float = LEVEL) -> dict:
         "claimed_sign": "positive" if claim.sign > 0 else "negative",
         "difference": difference, "interval": interval, "level": level, "method": method,
         "n_seeds": min(len(values[r]) for r in rows), "seeds": {r: sorted(values[r]) for r in rows},
-        "verdict": verdict, "interval_verdict": raw, "caveat": caveat,
+        "verdict": verdict, "interval_verdict": raw, "caveat": caveat, "not_by_protocol": stale,
         "poster_difference": round(sum(w * _poster(claim.metric, r) for w, r in terms), 6),
         "note": claim.note or None,
     }
@@ -314,7 +336,7 @@ def verdicts(profile: str = "cpu", root: Path | None = None, level: float = LEVE
     records = experiments.load_results(profile, TABLE, root)
     conclusions, skipped = [], []
     for claim in CLAIMS:
-        entry = judge(claim, records, level)
+        entry = judge(claim, records, level, profile)
         if "skipped" in entry:
             skipped.append({"key": claim.key, "claim": claim.claim, "rows": _named_rows(claim),
                             "note": f"skipped: {entry['skipped']} in {folder}"})
@@ -325,7 +347,8 @@ def verdicts(profile: str = "cpu", root: Path | None = None, level: float = LEVE
         "rule": (f"holds: the {level:.0%} interval over seeds excludes 0 on the side the poster claims; "
                  "contradicted: it excludes 0 on the other side; can't tell at this scale: it contains 0 "
                  "or is undefined (fewer than 2 seeds). Paired t when the rows share their seeds, else "
-                 "Welch t. Comparisons with an untrained head or a zero-shot score never hold."),
+                 "Welch t. Comparisons with an untrained head or a zero-shot score never hold; comparisons "
+                 "with a row not trained by today's protocol are can't tell."),
         "rows_recorded": {r: records[r].get("seeds", []) for r in records if r in TABLES[TABLE]},
         "conclusions": conclusions, "skipped": skipped, "not_checked": list(NOT_CHECKED),
     }
@@ -359,7 +382,8 @@ def _num(x: float, digits: int = 3) -> str:
 def format_verdicts(out: dict) -> str:
     """A short plain-text table: one line per conclusion, then the skipped ones."""
     lines = [f"Table 2 verdicts, {out['profile']} profile ({out['results']}; {out['level']:.0%} intervals "
-             f"over seeds; * = caveat: untrained head or zero-shot score)"]
+             f"over seeds; * = caveat: untrained head, zero-shot score, or a row not trained by today's "
+             "protocol)"]
     table = [["conclusion", "comparison", "diff", "interval", "method", "seeds", "poster", "verdict"]]
     for c in out["conclusions"]:
         iv = "-" if c["interval"] is None else f"[{_num(c['interval'][0])}, {_num(c['interval'][1])}]"

@@ -325,11 +325,20 @@ def test_best_row_and_best_seed_are_chosen_on_the_dev_metrics():
                "a": {"tasks": ["sst", "quora", "sts"], "metrics": rec(0.4, 0.8, 0.8)},
                "b": {"tasks": ["sst", "quora", "sts"], "metrics": rec(0.5, 0.8, 0.8)}}
     assert predictions.best_row(records) == "b" and predictions.best_row(records, multitask_only=False) == "single"
+    # with a table and profile, only rows trained by today's protocol compete
+    from minbert_lib import protocol
+    today = {"protocol": protocol.row_protocol(protocol.TABLES["table2"]["rrobin"], "cpu")}
+    grid = {"rrobin": {**records["a"], **today}, "rrobin-full": records["b"]}  # rrobin-full: an old file
+    assert predictions.best_row(grid) == "rrobin-full"
+    assert predictions.best_row(grid, table="table2", profile="cpu") == "rrobin"
+    assert predictions.best_row({"rrobin-full": records["b"]}, table="table2", profile="cpu") is None
     three = {"seeds": [0, 1, 2], "metrics": rec(0.5, 0.8, 0.8),
              "runs": [{"seed": 0, "metrics": rec(0.50, 0.80, 0.80)}, {"seed": 1, "metrics": rec(0.49, 0.82, 0.81)},
                       {"seed": 2, "metrics": rec(0.51, 0.78, 0.80)}]}
     assert predictions.best_seed(three) == 1
     assert predictions.best_seed({"seeds": [4], "metrics": rec(0.5, 0.8, 0.8)}) == 4
+    assert predictions.seed_metrics(three, 1) == rec(0.49, 0.82, 0.81)  # the seed's, not the row's mean
+    assert predictions.seed_metrics({"seeds": [4], "metrics": rec(0.5, 0.8, 0.8)}, 4) == rec(0.5, 0.8, 0.8)
 
 
 def test_predict_cli_reports_a_missing_row_or_checkpoint_in_one_line(capsys):

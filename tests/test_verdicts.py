@@ -18,9 +18,14 @@ ROWS = list(ex.TABLES["table2"])
 NOISE = [0.0, 0.004, -0.004]  # a small spread over three seeds
 
 
-def record(row, values, seeds):
-    """A minimal results record: {metric: [value per seed]} in the results-file format."""
-    return {"table": "table2", "row": row, "profile": "cpu", "seeds": list(seeds),
+def record(row, values, seeds, current=True):
+    """A minimal results record: {metric: [value per seed]} in the results-file format, trained
+    by today's cpu protocol unless `current` is False (then it records no row object, as the
+    files recorded before the protocol)."""
+    from minbert_lib import protocol
+
+    trained_by = {"protocol": protocol.row_protocol(ex.TABLES["table2"][row], "cpu")} if current else {}
+    return {"table": "table2", "row": row, "profile": "cpu", "seeds": list(seeds), **trained_by,
             "metrics": {k: float(np.mean(v)) for k, v in values.items()},
             "metrics_std": {k: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()},
             "metrics_per_seed": values, "seconds_per_epoch": 10.0,
@@ -28,16 +33,17 @@ def record(row, values, seeds):
                      for i, s in enumerate(seeds)]}
 
 
-def write_table(root, changes=None, seeds=(0, 1, 2), rows=ROWS, seeds_of=None):
+def write_table(root, changes=None, seeds=(0, 1, 2), rows=ROWS, seeds_of=None, stale=()):
     """Every Table 2 row at 0.5 on each metric (plus seed noise); `changes` = {row: {metric:
-    [value per seed]}} overrides; `seeds_of` = {row: seeds}."""
+    [value per seed]}} overrides; `seeds_of` = {row: seeds}; `stale`: rows recorded before the
+    protocol."""
     folder = root / "cpu" / "table2"
     folder.mkdir(parents=True, exist_ok=True)
     for row in rows:
         s = (seeds_of or {}).get(row, seeds)
         values = {m: [0.5 + NOISE[i % 3] for i in range(len(s))] for m in V.THREE}
         values.update((changes or {}).get(row, {}))
-        (folder / f"{row}.json").write_text(json.dumps(record(row, values, s)))
+        (folder / f"{row}.json").write_text(json.dumps(record(row, values, s, current=row not in stale)))
     return root
 
 
@@ -56,6 +62,17 @@ def test_clear_positive_difference_holds(tmp_path):
     assert c["difference"] == pytest.approx(0.1 + (0.001 + 0.006 - 0.003) / 3)
     assert c["interval"][0] > 0 and c["verdict"] == V.HOLDS and c["caveat"] is None
     assert c["method"] == "paired t" and c["n_seeds"] == 3
+
+
+def test_a_row_not_trained_by_todays_protocol_is_never_a_verdict(tmp_path):
+    change = {"rrobin+smart": {"sts_pearson": shifted(0.1, [0.001, 0.006, -0.003])}}
+    write_table(tmp_path, change, stale=("rrobin",))
+    c = entry(V.verdicts("cpu", root=tmp_path), "smart-limited-data-sts")
+    assert c["interval_verdict"] == V.HOLDS and c["verdict"] == V.CANT_TELL
+    assert c["not_by_protocol"] == ["rrobin"] and "rrobin was not trained by today's cpu protocol" in c["caveat"]
+    write_table(tmp_path / "b", {"rrobin+smart": {"sts_pearson": shifted(-0.1)}}, stale=("rrobin+smart",))
+    c = entry(V.verdicts("cpu", root=tmp_path / "b"), "smart-limited-data-sts")
+    assert c["interval_verdict"] == V.CONTRADICTED and c["verdict"] == V.CANT_TELL
 
 
 def test_clear_negative_difference_is_contradicted(tmp_path):
@@ -180,6 +197,8 @@ def check_schema(out):
         assert isinstance(c["poster_difference"], float) and isinstance(c["n_seeds"], int)
         if c["caveat"]:
             assert c["verdict"] != V.HOLDS
+        if c["not_by_protocol"]:
+            assert c["verdict"] == V.CANT_TELL and c["caveat"]
         if any(r in V.SINGLE_TASK for r in c["rows"]) and c["metric"] not in ("sst_acc", V.RUNTIME):
             assert c["caveat"]
 
@@ -216,8 +235,11 @@ def test_committed_cpu_results():
     out = V.verdicts("cpu", root=ROOT / "results")
     check_schema(out)
     assert len(out["conclusions"]) + len(out["skipped"]) == len(V.CLAIMS)
-    if all(len(r["seeds"]) == 1 for r in records.values()):  # as recorded today: one seed per row
-        assert all(c["verdict"] == V.CANT_TELL and c["interval"] is None for c in out["conclusions"])
+    stale = set(V.not_by_protocol(list(records), records, "cpu"))
+    for c in out["conclusions"]:  # a comparison with a row of the old grid is never a verdict
+        assert (set(c["rows"]) & stale) == set(c["not_by_protocol"])
+        if c["not_by_protocol"]:
+            assert c["verdict"] == V.CANT_TELL
 
 
 def test_study_verdicts_pair_each_variant_with_plain_and_list_what_is_missing(tmp_path):
