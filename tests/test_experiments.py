@@ -203,3 +203,14 @@ def test_a_recorded_row_was_trained_by_todays_protocol(path):
         f"{path.name} was trained by settings the protocol no longer has: record it again "
         f"(python -m minbert_lib.experiments run {record['table']} --profile {record['profile']} "
         f"--rows {record['row']} --force)")
+
+
+@pytest.mark.parametrize("path", ROW_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_protocol_row_with_quora_says_which_quora_data_it_used(path):
+    """Chapter 1's promise: a file recorded under the protocol that trains or scores Quora
+    keeps the sentence describing the Quora data (the fallback split where quora-train.csv
+    is absent), so its Quora number can be traced to the data it was measured on."""
+    record = json.loads(path.read_text())
+    if "protocol" not in record or "quora" not in record["tasks"]:
+        pytest.skip("recorded before the protocol, or no Quora head")
+    assert record["data"].get("quora_train"), f"{path.name}: no data.quora_train"
