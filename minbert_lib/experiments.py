@@ -262,17 +262,20 @@ def training_seconds(runs: list[dict]) -> float:
     return float(sum(h.get("train_seconds", 0.0) + h.get("eval_seconds", 0.0) for r in runs for h in r["history"]))
 
 
-def cpu_hours(record: dict) -> float:
+def cpu_hours(record: dict, threads: int | None = None) -> float:
     """CPU-hours (core-hours) a recorded row took: its seeds' training seconds (for files older
-    than that field, seconds per epoch x epochs x seeds) times the torch threads its device
-    line names (one when it names none, a GPU row's host thread)."""
+    than that field, seconds per epoch x epochs x seeds) times `threads`, by default the torch
+    threads its device line names (one when it names none, a GPU row's host thread). Pass
+    `threads` for a file whose device line names more threads than its seeds trained on."""
     import re
 
     seconds = record.get("training_seconds")
     if seconds is None:
         seconds = record.get("seconds_per_epoch", 0.0) * record.get("epochs", 0) * len(record.get("seeds", []))
-    threads = re.search(r"torch threads (\d+)", record.get("device", ""))
-    return seconds * (int(threads.group(1)) if threads else 1) / 3600
+    if threads is None:
+        named = re.search(r"torch threads (\d+)", record.get("device", ""))
+        threads = int(named.group(1)) if named else 1
+    return seconds * threads / 3600
 
 
 def aggregate(spec: RowSpec, profile: str, row_protocol: dict, runs: list[dict], seeds: list[int]) -> dict:

@@ -83,8 +83,7 @@ def best_row(records: dict, multitask_only: bool = True, table: str | None = Non
     keys = ("sst_acc", "quora_acc", "sts_pearson")
     rows = {r: v for r, v in records.items() if not multitask_only or len(v.get("tasks", [])) > 1}
     if table is not None:
-        rows = {r: v for r, v in rows.items() if r in protocol.TABLES[table] and protocol.same_training(
-            v.get("protocol"), protocol.row_protocol(protocol.TABLES[table][r], profile))}
+        rows = {r: v for r, v in rows.items() if protocol.trained_today(v, table, r, profile)}
     return max(rows, key=lambda r: np.mean([rows[r]["metrics"][k] for k in keys])) if rows else None
 
 

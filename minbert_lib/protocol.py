@@ -516,6 +516,14 @@ def same_training(recorded: dict, today: dict) -> bool:
     return bool(recorded) and key(recorded) == key(today)
 
 
+def trained_today(record: dict, table: str, row: str, profile: str) -> bool:
+    """Whether a results file's record was trained the way `protocol` trains its row today; a
+    row the table no longer declares never was. A file of an older grid is another experiment:
+    its numbers are shown marked, never compared or chosen from."""
+    spec = TABLES.get(table, {}).get(row)
+    return spec is not None and same_training(record.get("protocol"), row_protocol(spec, profile))
+
+
 def protocol(profile: str, tables=("table1", "table2")) -> dict:
     return {"profile": profile,
             "rows": {f"{t}/{name}" if t != "table2" and t != "table1" else name: row_protocol(row, profile)

@@ -177,8 +177,7 @@ def not_by_protocol(rows: list[str], records: dict, profile: str) -> list[str]:
     """The rows whose recorded row object does not train the way `protocol` says today."""
     from . import protocol
 
-    return [r for r in rows if not protocol.same_training(
-        records[r].get("protocol"), protocol.row_protocol(TABLES[TABLE][r], profile))]
+    return [r for r in rows if not protocol.trained_today(records[r], TABLE, r, profile)]
 
 
 # --------------------------------------------------------------------------------------

@@ -125,6 +125,22 @@ def test_chapters_are_committed_with_outputs():
             "(the first cell's !pip then breaks the build); executing the notebook sets it"
 
 
+def test_chapter_code_fits_the_page_width():
+    """STYLE.md: the book's code column shows about 88 characters; a longer line scrolls
+    sideways and hides its end. A shell line (the Colab install's URL) cannot be wrapped."""
+    for page in PAGES:
+        if not page.startswith("notebooks/"):
+            continue
+        nb = json.loads((ROOT / f"{page}.ipynb").read_text())
+        for i, cell in enumerate(nb["cells"]):
+            if cell["cell_type"] != "code":
+                continue
+            for line in "".join(cell["source"]).splitlines():
+                assert len(line) <= 88 or line.lstrip().startswith("!"), (
+                    f"{page}.ipynb cell {i}: a {len(line)}-character line (wrap it at 88, "
+                    f"black -l 88): {line.strip()[:60]}")
+
+
 def test_mathjax_is_served_locally(html_dir):
     """Math must render offline: MathJax comes from _static, never from a CDN."""
     with_math = []

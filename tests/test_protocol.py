@@ -138,6 +138,16 @@ def test_same_training_ignores_a_reworded_reason_but_not_a_setting():
     assert not P.same_training(changed, today) and not P.same_training(None, today)
 
 
+def test_trained_today_reads_the_row_object_of_a_results_file():
+    record = {"protocol": P.row_protocol(P.TABLES["table2"]["rrobin"], "cpu")}
+    assert P.trained_today(record, "table2", "rrobin", "cpu")
+    assert not P.trained_today(record, "table2", "rrobin-full", "cpu")  # another row's settings
+    assert not P.trained_today(record, "table2", "rrobin", "paper")  # another profile's
+    assert not P.trained_today({}, "table2", "rrobin", "cpu")  # a file older than the field
+    assert not P.trained_today(record, "table2", "no-such-row", "cpu")
+    assert not P.trained_today(record, "no-such-table", "rrobin", "cpu")
+
+
 def test_the_pilot_rule_takes_the_first_epoch_from_three_where_every_task_is_near_its_best():
     h = lambda e, a, b, c: {"epoch": e, "sst_acc": a, "quora_acc": b, "sts_pearson": c}  # noqa: E731
     flat = [h(1, .40, .70, .80), h(2, .45, .76, .84), h(3, .47, .78, .85), h(4, .47, .785, .852), h(5, .46, .78, .85)]
@@ -150,5 +160,7 @@ def test_the_pilot_rule_takes_the_first_epoch_from_three_where_every_task_is_nea
 def test_cpu_hours_are_training_seconds_times_threads():
     assert ex.cpu_hours({"training_seconds": 7200, "device": "cpu: Xeon, torch threads 2, 2 cores"}) == 4
     assert ex.cpu_hours({"training_seconds": 3600, "device": "cuda: NVIDIA A100"}) == 1
+    # a file whose device line names more threads than its seeds trained on
+    assert ex.cpu_hours({"training_seconds": 7200, "device": "cpu: Xeon, torch threads 2, 2 cores"}, threads=1) == 2
     older = {"seconds_per_epoch": 600, "epochs": 2, "seeds": [0, 1, 2], "device": "cpu: Xeon, torch threads 1"}
     assert ex.cpu_hours(older) == 1  # a file from before training_seconds was recorded
