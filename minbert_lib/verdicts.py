@@ -42,6 +42,7 @@ from .protocol import TABLES
 TABLE = "table2"
 LEVEL = 0.95
 HOLDS, CONTRADICTED, CANT_TELL = "holds", "contradicted", "can't tell at this scale"
+NOT_RECORDED = "not recorded yet"  # no data at all: not the same as a difference inside the noise
 THREE = ("sst_acc", "quora_acc", "sts_pearson")
 MEAN3 = "mean3"  # the mean of the three dev metrics, as the runner selects epochs by
 RUNTIME = "seconds_per_epoch"
@@ -460,11 +461,15 @@ def study_verdicts(profile: str = "cpu", root: Path | None = None, level: float 
     """Each recorded variant's SST gain over the plain row of its size (paired by seed, 95%
     interval), and the two questions the poster's claims raise: does SMART help most on small
     data, and which of its two parts carries the effect. A row not recorded yet is listed in
-    `missing` with the command that records it."""
+    `missing` with the command that records it, and a conclusion that needs it says
+    NOT_RECORDED. A results file not trained by today's protocol (`protocol.trained_today`)
+    counts as missing too: it is another experiment, listed in `not_by_protocol`."""
+    from . import protocol
     from .profiles import get_profile
 
     profile = get_profile(profile).name
-    records = experiments.load_results(profile, STUDY, root)
+    loaded = experiments.load_results(profile, STUDY, root)
+    records = {n: r for n, r in loaded.items() if protocol.trained_today(r, STUDY, n, profile)}
     gains, missing, accuracy = [], [], []
     for name, row in TABLES[STUDY].items():
         size = name.split("-", 1)[0]
@@ -511,12 +516,12 @@ def study_verdicts(profile: str = "cpu", root: Path | None = None, level: float 
         entry = {"claim": claim, "rows": [r for _, r in terms],
                  "comparison": " ".join(("+ " if w > 0 else "- ") + r for w, r in terms).removeprefix("+ ")}
         if c is None:
-            entry.update({"difference": None, "interval": None, "verdict": CANT_TELL,
-                          "note": "not recorded yet: " + ", ".join(r for _, r in terms if r not in records)})
+            entry.update({"difference": None, "interval": None, "verdict": NOT_RECORDED,
+                          "note": "needs " + ", ".join(r for _, r in terms if r not in records)})
         else:
             entry.update(c)
         conclusions.append(entry)
     command = f"python -m minbert_lib.experiments run {STUDY} --profile {profile} --rows " + " ".join(missing)
     return {"profile": profile, "table": STUDY, "level": level, "accuracy": accuracy, "gains": gains,
-            "conclusions": conclusions,
+            "conclusions": conclusions, "not_by_protocol": sorted(set(loaded) - set(records)),
             "missing": missing, "record_missing": command if missing else None}

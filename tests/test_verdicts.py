@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from minbert_lib import experiments as ex
+from minbert_lib import protocol
 from minbert_lib import verdicts as V
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,8 +23,6 @@ def record(row, values, seeds, current=True):
     """A minimal results record: {metric: [value per seed]} in the results-file format, trained
     by today's cpu protocol unless `current` is False (then it records no row object, as the
     files recorded before the protocol)."""
-    from minbert_lib import protocol
-
     trained_by = {"protocol": protocol.row_protocol(ex.TABLES["table2"][row], "cpu")} if current else {}
     return {"table": "table2", "row": row, "profile": "cpu", "seeds": list(seeds), **trained_by,
             "metrics": {k: float(np.mean(v)) for k, v in values.items()},
@@ -248,15 +247,18 @@ def test_study_verdicts_pair_each_variant_with_plain_and_list_what_is_missing(tm
     folder = tmp_path / "cpu" / "smart-study"
     folder.mkdir(parents=True)
 
-    def row(name, accs):
+    def row(name, accs, current=True):
+        trained_by = {"protocol": protocol.row_protocol(protocol.TABLES["smart-study"][name], "cpu")}
         (folder / f"{name}.json").write_text(json.dumps({
-            "table": "smart-study", "row": name, "seeds": [0, 1, 2],
+            "table": "smart-study", "row": name, "seeds": [0, 1, 2], **(trained_by if current else {}),
             "runs": [{"seed": s, "metrics": {"sst_acc": a}} for s, a in enumerate(accs)]}))
 
     row("sst1k-plain", [0.40, 0.42, 0.41])
     row("sst1k-teacher", [0.45, 0.47, 0.455])  # +0.045 to +0.05 on every seed: holds
     row("sst1k-both", [0.38, 0.44, 0.40])  # within the noise
+    row("sst1k-mtdnn", [0.50, 0.52, 0.51], current=False)  # an older experiment: never compared
     out = V.study_verdicts("cpu", root=tmp_path)
+    assert out["not_by_protocol"] == ["sst1k-mtdnn"] and "sst1k-mtdnn" in out["missing"]
     gains = {g["row"]: g for g in out["gains"]}
     assert set(gains) == {"sst1k-teacher", "sst1k-both"}
     assert gains["sst1k-teacher"]["verdict"] == V.HOLDS and gains["sst1k-teacher"]["method"] == "paired t"
@@ -265,7 +267,10 @@ def test_study_verdicts_pair_each_variant_with_plain_and_list_what_is_missing(tm
     assert "sstfull-plain" in out["missing"] and "sst1k-adv-0.1" in out["missing"]
     assert out["record_missing"].startswith("python -m minbert_lib.experiments run smart-study --profile cpu")
     small_data = next(c for c in out["conclusions"] if "most pronounced" in c["claim"])
-    assert small_data["verdict"] == V.CANT_TELL and "sstfull-both" in small_data["note"]
+    # no data at all is not a difference inside the noise
+    assert small_data["verdict"] == V.NOT_RECORDED and "sstfull-both" in small_data["note"]
+    reference = next(c for c in out["conclusions"] if "reference code" in c["claim"])
+    assert reference["verdict"] == V.NOT_RECORDED and "sst1k-mtdnn" in reference["note"]
 
 
 def test_compare_two_rows_on_any_metric_pairs_their_seeds():
