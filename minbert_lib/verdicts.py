@@ -174,11 +174,11 @@ _UNTRAINED = {
 }
 
 
-def not_by_protocol(rows: list[str], records: dict, profile: str) -> list[str]:
-    """The rows whose recorded row object does not train the way `protocol` says today."""
+def not_by_protocol(rows: list[str], records: dict, profile: str, table: str = TABLE) -> list[str]:
+    """The rows of `table` whose recorded row object does not train the way `protocol` says today."""
     from . import protocol
 
-    return [r for r in rows if not protocol.trained_today(records[r], TABLE, r, profile)]
+    return [r for r in rows if not protocol.trained_today(records[r], table, r, profile)]
 
 
 # --------------------------------------------------------------------------------------
@@ -464,12 +464,12 @@ def study_verdicts(profile: str = "cpu", root: Path | None = None, level: float 
     `missing` with the command that records it, and a conclusion that needs it says
     NOT_RECORDED. A results file not trained by today's protocol (`protocol.trained_today`)
     counts as missing too: it is another experiment, listed in `not_by_protocol`."""
-    from . import protocol
     from .profiles import get_profile
 
     profile = get_profile(profile).name
     loaded = experiments.load_results(profile, STUDY, root)
-    records = {n: r for n, r in loaded.items() if protocol.trained_today(r, STUDY, n, profile)}
+    stale = not_by_protocol(sorted(loaded), loaded, profile, STUDY)
+    records = {n: r for n, r in loaded.items() if n not in stale}
     gains, missing, accuracy = [], [], []
     for name, row in TABLES[STUDY].items():
         size = name.split("-", 1)[0]
@@ -523,5 +523,5 @@ def study_verdicts(profile: str = "cpu", root: Path | None = None, level: float 
         conclusions.append(entry)
     command = f"python -m minbert_lib.experiments run {STUDY} --profile {profile} --rows " + " ".join(missing)
     return {"profile": profile, "table": STUDY, "level": level, "accuracy": accuracy, "gains": gains,
-            "conclusions": conclusions, "not_by_protocol": sorted(set(loaded) - set(records)),
+            "conclusions": conclusions, "not_by_protocol": stale,
             "missing": missing, "record_missing": command if missing else None}
