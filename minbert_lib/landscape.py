@@ -202,12 +202,21 @@ def top_hessian_eigenvalue(loss: CachedLoss, iters: int = 100, h: float = 1e-3, 
 
 
 # -- the recorded comparison (Chapter 7 reads its file) -----------------------------------------
-def compare_rows(profile_name: str = "cpu", rows=("finetune-default", "finetune-smart"), seed: int = 0,
+MEASURES = ("sharpness", "top_hessian_eigenvalue", "input_r_s")
+
+
+def checkpoint_path(profile_name: str, row: str, seed: int):
+    from . import experiments
+    return experiments.checkpoints_dir() / profile_name / "table2" / row / f"seed{seed}" / "best.pt"
+
+
+def compare_rows(profile_name: str = "cpu", rows=("finetune-default", "finetune-smart"), seeds=(0,),
                  probe_size: int = 32, rho: float = 1e-4, ascent_steps: int = 5, hessian_iters: int = 100) -> dict:
-    """Sharpness of the best checkpoints of recorded Table 2 rows (plain vs SMART fine-tuning):
-    box sharpness, top Hessian eigenvalue (last layer, pooler, head) and the input-space R_s
-    at ε = 1e-3 (dropout off), on the first `probe_size` sentences of a seeded 256-sentence SST
-    dev subset; the same computation as Chapter 7's table."""
+    """Sharpness of the best checkpoints of recorded Table 2 rows (plain vs SMART fine-tuning),
+    seed by seed: box sharpness, top Hessian eigenvalue (last layer, pooler, head) and the
+    input-space R_s at ε = 1e-3 (dropout off), on the first `probe_size` sentences of a seeded
+    256-sentence SST dev subset; the same computation as Chapter 7's table."""
+    import json
     import time
 
     from . import experiments, protocol, smart
@@ -218,6 +227,7 @@ def compare_rows(profile_name: str = "cpu", rows=("finetune-default", "finetune-
     specs = {row: protocol.find_row("table2", row) for row in rows}
     max_length = protocol.settings(specs[rows[0]], profile_name)["max_length"]
     _, tokenizer = build_model(specs[rows[0]], protocol.settings(specs[rows[0]], profile_name))
+    full_dev = encode_examples(load_task("sst", "dev"), tokenizer, max_length)
     dev_items = encode_examples(experiments.subset(load_task("sst", "dev"), 256, "sst-dev"), tokenizer, max_length)
     probe = collate(dev_items[:probe_size], "sst")
     record = {"what": f"loss landscape around the best checkpoints of the {profile_name}-profile Table 2 rows "
@@ -227,36 +237,70 @@ def compare_rows(profile_name: str = "cpu", rows=("finetune-default", "finetune-
               "sharpness": {"rho": rho, "steps": ascent_steps},
               "hessian": {"max_iters": hessian_iters, "h": 1e-3, **HESSIAN_TOLERANCE},
               "input_r_s": {"eps": 1e-3, "sigma": 1e-3, "eta": 1e-2, "dropout": "off (eval mode)"},
-              "models": {}}
-    for row in rows:
-        path = experiments.checkpoints_dir() / profile_name / "table2" / row / f"seed{seed}" / "best.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"No checkpoint {path}: run python -m minbert_lib.experiments run table2 "
-                                    f"--profile {profile_name} --rows {row}")
-        model, _ = build_model(specs[row], protocol.settings(specs[row], profile_name))
-        load_trainable_state(model, torch.load(path, map_location="cpu"))
-        model.eval()
-        acc = evaluate(model, "sst", make_batches(dev_items, "sst", 64))[0]["sst_acc"]
-        loss = CachedLoss(model, "sst", probe, k=1, dtype=torch.float32)
-        sharp = sharpness(loss, rho=rho, steps=ascent_steps)
-        eig = top_hessian_eigenvalue(loss, iters=hessian_iters, **HESSIAN_TOLERANCE)
-        torch.manual_seed(0)
-        embs, masks = model.embed("sst", probe)
-        out = model.forward_from_embeddings("sst", embs, masks)
-        r_in = smart.adversarial_loss(lambda e, m: model.forward_from_embeddings("sst", e, m), embs, masks, out,
-                                      "categorical", eps=1e-3, sigma=1e-3, eta=1e-2, model=model).item()
-        record["models"][row] = {"dev256_sst_acc": acc, "probe_loss": sharp["loss"], "sharpness": sharp["increase"],
-                                 "top_hessian_eigenvalue": eig["eigenvalue"], "eigenvalue_history": eig["history"],
-                                 "eigenvalue_residual": eig["residual"], "eigenvalue_converged": eig["converged"],
-                                 "eigenvalue_iterations": eig["iterations"],
-                                 "input_r_s": r_in}
-        print(f"{row}: dev acc (256) {acc:.3f}, probe loss {sharp['loss']:.3f}, sharpness {sharp['increase']:.4f}, "
-              f"top eigenvalue {eig['eigenvalue']:.2f} (residual {eig['residual']:.2g}, "
-              f"{eig['iterations']} iterations, converged: {eig['converged']}), input R_s {r_in:.2e}", flush=True)
-    record.update({"profile": profile_name, "seed": seed, "commit": experiments.git_commit(),
+              "seeds": list(seeds), "models": {row: [] for row in rows}}
+    for seed in seeds:
+        for row in rows:
+            path = checkpoint_path(profile_name, row, seed)
+            if not path.is_file():
+                raise FileNotFoundError(f"No checkpoint {path}: run python -m minbert_lib.experiments run table2 "
+                                        f"--profile {profile_name} --rows {row}")
+            model, _ = build_model(specs[row], protocol.settings(specs[row], profile_name))
+            load_trainable_state(model, torch.load(path, map_location="cpu"))
+            model.eval()
+            acc = evaluate(model, "sst", make_batches(dev_items, "sst", 64))[0]["sst_acc"]
+            # Provenance: the checkpoint's accuracy on the whole dev set against what the runner
+            # recorded for this seed, so a reader can see the checkpoint is the recorded one.
+            full_acc = evaluate(model, "sst", make_batches(full_dev, "sst", 64))[0]["sst_acc"]
+            seed_file = f"results/{profile_name}/table2/seeds/{row}/seed{seed}.json"
+            seed_path = experiments.results_dir() / profile_name / "table2" / "seeds" / row / f"seed{seed}.json"
+            recorded = (json.loads(seed_path.read_text())["run"]["metrics"]["sst_acc"]
+                        if seed_path.is_file() else None)
+            loss = CachedLoss(model, "sst", probe, k=1, dtype=torch.float32)
+            sharp = sharpness(loss, rho=rho, steps=ascent_steps)
+            eig = top_hessian_eigenvalue(loss, iters=hessian_iters, **HESSIAN_TOLERANCE)
+            torch.manual_seed(0)
+            embs, masks = model.embed("sst", probe)
+            out = model.forward_from_embeddings("sst", embs, masks)
+            r_in = smart.adversarial_loss(lambda e, m: model.forward_from_embeddings("sst", e, m), embs, masks,
+                                          out, "categorical", eps=1e-3, sigma=1e-3, eta=1e-2, model=model).item()
+            record["models"][row].append({
+                "seed": seed, "dev_sst_acc": full_acc, "seed_file": seed_file if recorded is not None else None,
+                "seed_file_sst_acc": recorded, "dev256_sst_acc": acc, "probe_loss": sharp["loss"],
+                "sharpness": sharp["increase"], "top_hessian_eigenvalue": eig["eigenvalue"],
+                "eigenvalue_history": eig["history"], "eigenvalue_residual": eig["residual"],
+                "eigenvalue_converged": eig["converged"], "eigenvalue_iterations": eig["iterations"],
+                "input_r_s": r_in})
+            print(f"{row} seed {seed}: dev acc {full_acc:.4f} (its seed file: {recorded}), probe loss "
+                  f"{sharp['loss']:.3f}, sharpness {sharp['increase']:.4f}, top eigenvalue {eig['eigenvalue']:.2f} "
+                  f"(residual {eig['residual']:.2g}, {eig['iterations']} iterations, converged: {eig['converged']}), "
+                  f"input R_s {r_in:.2e}", flush=True)
+    record.update({"profile": profile_name, "commit": experiments.git_commit(),
                    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                    "command": f"python -m minbert_lib.landscape --profile {profile_name}"})
     return record
+
+
+def ratios(record: dict, level: float = 0.95) -> dict:
+    """For each measure: SMART over plain seed by seed (the second row over the first), their
+    geometric mean and its t interval (on the logarithms, over seeds; None with one seed), and
+    "smaller" / "larger" when the interval lies below / above 1, else CANT_TELL. A power
+    iteration that did not converge gives no eigenvalue ratio for its seed."""
+    from . import verdicts
+
+    plain, smart_row = (record["models"][r] for r in list(record["models"])[:2])
+    out = {}
+    for key in MEASURES:
+        per_seed = {a["seed"]: b[key] / a[key] for a, b in zip(plain, smart_row)
+                    if key != "top_hessian_eigenvalue" or (a["eigenvalue_converged"] and b["eigenvalue_converged"])}
+        if not per_seed:
+            out[key] = {"per_seed": {}, "ratio": None, "interval": None, "verdict": verdicts.CANT_TELL}
+            continue
+        mean, iv = verdicts.mean_interval(np.log(list(per_seed.values())), level)
+        interval = None if iv is None else [math.exp(iv[0]), math.exp(iv[1])]
+        verdict = (verdicts.CANT_TELL if interval is None or interval[0] <= 1 <= interval[1]
+                   else "smaller" if interval[1] < 1 else "larger")
+        out[key] = {"per_seed": per_seed, "ratio": math.exp(mean), "interval": interval, "verdict": verdict}
+    return out
 
 
 def main(argv=None) -> int:
@@ -271,10 +315,26 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    record = compare_rows(args.profile)
+    rows = ("finetune-default", "finetune-smart")
+    # every seed both rows have finished (its seed file written) with its best checkpoint here
+    # (checkpoints are not committed); a seed still training has a best.pt but no seed file
+    def finished(row, k):
+        seed_file = experiments.results_dir() / args.profile / "table2" / "seeds" / row / f"seed{k}.json"
+        return seed_file.is_file() and checkpoint_path(args.profile, row, k).is_file()
+
+    seeds = [k for k in range(3) if all(finished(r, k) for r in rows)]
+    if not seeds:
+        print(f"no seed of both {rows[0]} and {rows[1]} is finished with its checkpoint here: run "
+              f"python -m minbert_lib.experiments "
+              f"run table2 --profile {args.profile} --rows {rows[0]} {rows[1]} first")
+        return 2
+    record = compare_rows(args.profile, rows, seeds)
     out = experiments.results_dir() / args.profile / "landscape" / "finetune-default_vs_finetune-smart.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
+    for key, r in ratios(record).items():
+        iv = "" if r["interval"] is None else f" [{r['interval'][0]:.2f}, {r['interval'][1]:.2f}]"
+        print(f"{key}: SMART / plain {r['ratio']:.2f}{iv} over {len(r['per_seed'])} seed(s): {r['verdict']}")
     print("wrote", out)
     return 0
 

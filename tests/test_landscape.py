@@ -2,6 +2,7 @@
 filter-normalised; sharpness and the top Hessian eigenvalue behave on a known case."""
 import copy
 
+import pytest
 import torch
 
 from minbert_lib import landscape as L
@@ -80,3 +81,31 @@ def test_top_hessian_eigenvalue_converges_on_a_known_matrix():
     short = L.top_hessian_eigenvalue(q, iters=2, rtol=1e-8, residual_tol=1e-4)
     assert not short["converged"] and short["iterations"] == 2
     assert short["eigenvalue"] <= 5.0 + 1e-9 and short["residual"] > 1e-4
+
+
+def _model_entry(seed, sharp, eig, r_in, converged=True):
+    return {"seed": seed, "sharpness": sharp, "top_hessian_eigenvalue": eig, "input_r_s": r_in,
+            "eigenvalue_converged": converged}
+
+
+def test_ratios_judge_smart_over_plain_with_an_interval_over_seeds():
+    record = {"models": {
+        "finetune-default": [_model_entry(0, 0.10, 10.0, 1e-3), _model_entry(1, 0.12, 11.0, 2e-3),
+                             _model_entry(2, 0.11, 12.0, 1e-3)],
+        "finetune-smart": [_model_entry(0, 0.05, 10.5, 3e-3), _model_entry(1, 0.06, 9.0, 1e-3),
+                           _model_entry(2, 0.055, 12.5, 2e-3, converged=False)]}}
+    r = L.ratios(record)
+    # sharpness halves in every seed: the geometric mean is 0.5, the interval tight around it
+    assert r["sharpness"]["ratio"] == pytest.approx(0.5)
+    assert r["sharpness"]["interval"][1] < 1 and r["sharpness"]["verdict"] == "smaller"
+    # seed 2's SMART power iteration did not converge: no eigenvalue ratio for it
+    assert sorted(r["top_hessian_eigenvalue"]["per_seed"]) == [0, 1]
+    # ratios 3, 0.5, 2 straddle 1: can't tell
+    assert r["input_r_s"]["verdict"] == "can't tell at this scale"
+    assert r["input_r_s"]["ratio"] == pytest.approx((3 * 0.5 * 2) ** (1 / 3))
+
+
+def test_ratios_with_one_seed_give_no_interval_and_no_verdict():
+    record = {"models": {"a": [_model_entry(0, 0.1, 10.0, 1e-3)], "b": [_model_entry(0, 0.01, 1.0, 1e-4)]}}
+    r = L.ratios(record)
+    assert r["sharpness"]["interval"] is None and r["sharpness"]["verdict"] == "can't tell at this scale"
