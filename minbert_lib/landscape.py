@@ -210,6 +210,13 @@ def checkpoint_path(profile_name: str, row: str, seed: int):
     return experiments.checkpoints_dir() / profile_name / "table2" / row / f"seed{seed}" / "best.pt"
 
 
+def seed_file(profile_name: str, row: str, seed: int):
+    """The runner's record of one finished seed of a Table 2 row (absent while it trains)."""
+    from . import experiments
+    row_file = experiments.row_path(profile_name, "table2", row)
+    return experiments.seed_results_dir(row_file) / f"seed{seed}.json"
+
+
 def compare_rows(profile_name: str = "cpu", rows=("finetune-default", "finetune-smart"), seeds=(0,),
                  probe_size: int = 32, rho: float = 1e-4, ascent_steps: int = 5, hessian_iters: int = 100) -> dict:
     """Sharpness of the best checkpoints of recorded Table 2 rows (plain vs SMART fine-tuning),
@@ -251,10 +258,10 @@ def compare_rows(profile_name: str = "cpu", rows=("finetune-default", "finetune-
             # Provenance: the checkpoint's accuracy on the whole dev set against what the runner
             # recorded for this seed, so a reader can see the checkpoint is the recorded one.
             full_acc = evaluate(model, "sst", make_batches(full_dev, "sst", 64))[0]["sst_acc"]
-            seed_file = f"results/{profile_name}/table2/seeds/{row}/seed{seed}.json"
-            seed_path = experiments.results_dir() / profile_name / "table2" / "seeds" / row / f"seed{seed}.json"
+            seed_path = seed_file(profile_name, row, seed)
             recorded = (json.loads(seed_path.read_text())["run"]["metrics"]["sst_acc"]
                         if seed_path.is_file() else None)
+            shown = f"results/{seed_path.relative_to(experiments.results_dir())}" if recorded is not None else None
             loss = CachedLoss(model, "sst", probe, k=1, dtype=torch.float32)
             sharp = sharpness(loss, rho=rho, steps=ascent_steps)
             eig = top_hessian_eigenvalue(loss, iters=hessian_iters, **HESSIAN_TOLERANCE)
@@ -264,7 +271,7 @@ def compare_rows(profile_name: str = "cpu", rows=("finetune-default", "finetune-
             r_in = smart.adversarial_loss(lambda e, m: model.forward_from_embeddings("sst", e, m), embs, masks,
                                           out, "categorical", eps=1e-3, sigma=1e-3, eta=1e-2, model=model).item()
             record["models"][row].append({
-                "seed": seed, "dev_sst_acc": full_acc, "seed_file": seed_file if recorded is not None else None,
+                "seed": seed, "dev_sst_acc": full_acc, "seed_file": shown,
                 "seed_file_sst_acc": recorded, "dev256_sst_acc": acc, "probe_loss": sharp["loss"],
                 "sharpness": sharp["increase"], "top_hessian_eigenvalue": eig["eigenvalue"],
                 "eigenvalue_history": eig["history"], "eigenvalue_residual": eig["residual"],
@@ -319,8 +326,7 @@ def main(argv=None) -> int:
     # every seed both rows have finished (its seed file written) with its best checkpoint here
     # (checkpoints are not committed); a seed still training has a best.pt but no seed file
     def finished(row, k):
-        seed_file = experiments.results_dir() / args.profile / "table2" / "seeds" / row / f"seed{k}.json"
-        return seed_file.is_file() and checkpoint_path(args.profile, row, k).is_file()
+        return seed_file(args.profile, row, k).is_file() and checkpoint_path(args.profile, row, k).is_file()
 
     seeds = [k for k in range(3) if all(finished(r, k) for r in rows)]
     if not seeds:
