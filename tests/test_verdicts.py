@@ -289,3 +289,19 @@ def test_mean_interval_is_the_t_interval_of_the_seeds():
     half = stats.t.ppf(0.975, 2) * 0.02 / math.sqrt(3)
     assert mean == pytest.approx(0.42) and lo == pytest.approx(0.42 - half) and hi == pytest.approx(0.42 + half)
     assert V.mean_interval([0.5]) == (0.5, None)
+
+
+def test_the_claim_of_no_effect_is_judged_against_its_declared_margin():
+    """'The added value of SMART vanishes': a gain under the margin declared before the row was
+    recorded (VANISHED) holds, one above it contradicts, one whose interval spans it can't tell;
+    every other claim keeps 0 as its line."""
+    m = V.VANISHED
+    assert V.interval_verdict([-0.02, m / 2], -1, m) == V.HOLDS  # a cost or a negligible gain
+    assert V.interval_verdict([m / 2, 2 * m], -1, m) == V.CANT_TELL
+    assert V.interval_verdict([1.5 * m, 3 * m], -1, m) == V.CONTRADICTED
+    # without the margin the same small positive interval would have contradicted the claim
+    assert V.interval_verdict([m / 4, m / 2], -1) == V.CONTRADICTED
+    assert V.interval_verdict([m / 4, m / 2], -1, m) == V.HOLDS
+    margins = {c.key: c.margin for c in V.CLAIMS}
+    assert margins.pop("smart-vanishes-with-all-data") == m > 0
+    assert set(margins.values()) == {0.0}
