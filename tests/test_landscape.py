@@ -83,6 +83,13 @@ def test_top_hessian_eigenvalue_converges_on_a_known_matrix():
     assert short["eigenvalue"] <= 5.0 + 1e-9 and short["residual"] > 1e-4
 
 
+def test_power_iteration_finds_the_eigenvalue_of_largest_magnitude_not_the_top_one():
+    # with a negative eigenvalue larger in size than the top one, power iteration settles
+    # on it: a positive estimate is the top eigenvalue, a negative one says nothing of it
+    ev = L.top_hessian_eigenvalue(_Quadratic([2.0, -5.0, 1.0]), iters=200, rtol=1e-10, residual_tol=1e-6)
+    assert ev["converged"] and abs(ev["eigenvalue"] + 5.0) < 1e-6
+
+
 def _model_entry(seed, sharp, eig, r_in, converged=True):
     return {"seed": seed, "sharpness": sharp, "top_hessian_eigenvalue": eig, "input_r_s": r_in,
             "eigenvalue_converged": converged}

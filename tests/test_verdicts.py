@@ -256,11 +256,20 @@ def test_study_verdicts_pair_each_variant_with_plain_and_list_what_is_missing(tm
     row("sst1k-plain", [0.40, 0.42, 0.41])
     row("sst1k-teacher", [0.45, 0.47, 0.455])  # +0.045 to +0.05 on every seed: holds
     row("sst1k-both", [0.38, 0.44, 0.40])  # within the noise
+    row("sst1k-adv-0.001", [0.42, 0.45, 0.435])  # +0.02 to +0.03: holds alone, not among 7
     row("sst1k-mtdnn", [0.50, 0.52, 0.51], current=False)  # an older experiment: never compared
     out = V.study_verdicts("cpu", root=tmp_path)
     assert out["not_by_protocol"] == ["sst1k-mtdnn"] and "sst1k-mtdnn" in out["missing"]
     gains = {g["row"]: g for g in out["gains"]}
-    assert set(gains) == {"sst1k-teacher", "sst1k-both"}
+    assert set(gains) == {"sst1k-teacher", "sst1k-both", "sst1k-adv-0.001"}
+    # Bonferroni over the 7 gains declared at this size, though only 3 are recorded
+    assert V.family_size("sst1k") == 7 and {g["family"] for g in gains.values()} == {7}
+    assert V.family_size() == V.family_size("sst1k") + V.family_size("sstfull")
+    lucky = gains["sst1k-adv-0.001"]
+    assert lucky["verdict"] == V.HOLDS and lucky["family_verdict"] == V.CANT_TELL
+    lo, hi = lucky["family_interval"]
+    assert lo < lucky["interval"][0] and hi > lucky["interval"][1]
+    assert gains["sst1k-teacher"]["family_verdict"] == V.HOLDS  # +0.045 on every seed survives
     assert gains["sst1k-teacher"]["verdict"] == V.HOLDS and gains["sst1k-teacher"]["method"] == "paired t"
     assert gains["sst1k-teacher"]["difference"] == pytest.approx(0.145 / 3)
     assert gains["sst1k-both"]["verdict"] == V.CANT_TELL
