@@ -265,17 +265,36 @@ def training_seconds(runs: list[dict]) -> float:
 def cpu_hours(record: dict, threads: int | None = None) -> float:
     """CPU-hours (core-hours) a recorded row took: its seeds' training seconds (for files older
     than that field, seconds per epoch x epochs x seeds) times `threads`, by default the torch
-    threads its device line names (one when it names none, a GPU row's host thread). Pass
-    `threads` for a file whose device line names more threads than its seeds trained on."""
+    threads each seed's own device line names, else those of the row's device line (one when it
+    names none, a GPU row's host thread). Pass `threads` for an older
+    file whose device line names more threads than its seeds trained on."""
     import re
 
+    def named_threads(device_line: str) -> int:
+        named = re.search(r"torch threads (\d+)", device_line)
+        return int(named.group(1)) if named else 1
+
+    runs = record.get("runs") or []
+    if threads is None and runs and all("history" in r for r in runs) and any("device" in r for r in runs):
+        # seeds recorded since each names its own device line: each at its own threads (one
+        # without, recorded before, at the row's)
+        row_line = record.get("device", "")
+        return sum(training_seconds([r]) * named_threads(r.get("device", row_line)) for r in runs) / 3600
     seconds = record.get("training_seconds")
     if seconds is None:
         seconds = record.get("seconds_per_epoch", 0.0) * record.get("epochs", 0) * len(record.get("seeds", []))
     if threads is None:
-        named = re.search(r"torch threads (\d+)", record.get("device", ""))
-        threads = int(named.group(1)) if named else 1
+        threads = named_threads(record.get("device", ""))
     return seconds * threads / 3600
+
+
+def _resolved_precision(runs: list[dict]) -> dict:
+    """What "auto" chose, for the row: one value, or each seed's in seed order when seeds were
+    trained on machines that chose differently (bf16 where the CPU does it natively)."""
+    chosen = [r.get("hyperparameters", {}).get("precision_resolved") for r in runs]
+    if None in chosen:
+        return {}
+    return {"precision_resolved": chosen[0] if len(set(chosen)) == 1 else "/".join(chosen)}
 
 
 def aggregate(spec: RowSpec, profile: str, row_protocol: dict, runs: list[dict], seeds: list[int]) -> dict:
@@ -317,13 +336,13 @@ def aggregate(spec: RowSpec, profile: str, row_protocol: dict, runs: list[dict],
         "model": row_protocol["settings"]["model"], "data": data, "fallbacks": fallbacks,
         "seeds": list(seeds),
         "hyperparameters": {**row_protocol["settings"], **runs[0].get("hyperparameters", {}),
-                            "spec": spec.to_dict()},
+                            **_resolved_precision(runs), "spec": spec.to_dict()},
         "protocol": row_protocol,
     }
     if all("tokens_per_second" in r for r in runs):
         record["tokens_per_second"] = float(np.mean([r["tokens_per_second"] for r in runs]))
-    record["runs"] = [{"seed": s, **{k: v for k, v in r.items() if k not in ("data", "hyperparameters")}}
-                      for s, r in zip(seeds, runs)]
+    record["runs"] = [{"seed": s, **{k: v for k, v in r.items() if k not in ("data", "hyperparameters")},
+                       **_resolved_precision([r])} for s, r in zip(seeds, runs)]
     return record
 
 
@@ -488,6 +507,8 @@ def run_row(spec: RowSpec, profile: Profile, device=None, seeds=None, force: boo
         if done_before is not None and _read_text(seed_dir / DONE_FILE) != done_before:
             _note_commit(seed_dir, commit)  # a finished seed continued to more epochs
         out["matmul_gflops"] = rate
+        out.setdefault("device", device_description(device))  # per seed: seeds of a row may
+        # train on different machines and thread counts (cpu_hours counts each at its own)
         out["commits"] = _read_text(seed_dir / COMMITS_FILE, "").split() or [
             "unknown: trained before commits were noted per seed (see the row's commit)"]
         runs.append(out)

@@ -520,7 +520,7 @@ def study_verdicts(profile: str = "cpu", root: Path | None = None, level: float 
         ("SMART (both terms at the poster's settings) helps on small data", [(1, "sst1k-both"), (-1, "sst1k-plain")], +1),
         ("its benefits are most pronounced when the fine-tuning dataset is small (the poster): the gain "
          "at 1,000 examples exceeds the gain at all 8,544 (with 5 epochs at both sizes, the small run also "
-         "takes 8.5 times fewer updates, so the teacher's lag spans more of it)",
+         "takes 63 updates an epoch against 534, so the teacher's lag spans more of it)",
          [(1, "sst1k-both"), (-1, "sst1k-plain"), (-1, "sstfull-both"), (1, "sstfull-plain")], +1),
         ("SMART (both terms at the poster's settings) helps on all 8,544", [(1, "sstfull-both"), (-1, "sstfull-plain")], +1),
         ("the momentum teacher alone helps", [(1, "sst1k-teacher"), (-1, "sst1k-plain")], +1),

@@ -190,6 +190,31 @@ def test_finished_seeds_are_recorded_one_file_each_and_reused_on_a_fresh_clone(f
     assert calls == [0, 1, 2, 1, 0, 1, 2]
 
 
+def test_seeds_trained_on_different_machines_keep_their_own_threads_and_precision(fake_table, tmp_path,
+                                                                                  monkeypatch):
+    # seed 0 recorded elsewhere (two threads, bf16); seeds 1 and 2 train here (one thread, fp32)
+    def runner(spec, settings, seed, device, run_dir, progress=True):
+        out = fake_runner(spec, settings, seed, device, run_dir)
+        return {**out, "hyperparameters": {"precision_resolved": "fp32"}}
+
+    monkeypatch.setitem(ex.RUNNERS, "fake", runner)
+    monkeypatch.setattr(ex, "device_description", lambda device: "cpu: Here, torch threads 1, 2 cores")
+    prof, spec = get_profile("quick"), fake_table["row-a"]
+    seeds_dir = tmp_path / "results" / "quick" / "tabletest" / "seeds" / "row-a"
+    elsewhere = {**fake_runner(spec, {}, 0, "cpu", None), "device": "cpu: There, torch threads 2, 2 cores",
+                 "hyperparameters": {"precision_resolved": "bf16"}}
+    ex.write_json_atomic(seeds_dir / "seed0.json",
+                         {"seed": 0, "protocol": P.row_protocol(spec, "quick"), "run": elsewhere})
+    rec = ex.run_row(spec, prof, results_root=tmp_path / "results", checkpoints_root=tmp_path / "ckpt",
+                     device="cpu", progress=False)
+    assert [r["device"].split(",")[0] for r in rec["runs"]] == ["cpu: There", "cpu: Here", "cpu: Here"]
+    assert [r["precision_resolved"] for r in rec["runs"]] == ["bf16", "fp32", "fp32"]
+    assert rec["hyperparameters"]["precision_resolved"] == "bf16/fp32/fp32"  # not seed 0's alone
+    per_seed = 11.0 + 13.0  # each seed's two epochs of training and evaluation
+    assert ex.cpu_hours(rec) == pytest.approx((2 + 1 + 1) * per_seed / 3600)
+    assert ex.cpu_hours(rec, threads=1) == pytest.approx(3 * per_seed / 3600)  # the override wins
+
+
 @pytest.mark.parametrize("path", ROW_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_a_recorded_row_was_trained_by_todays_protocol(path):
     """A results file records the protocol object (settings and deviations) that trained it; when
