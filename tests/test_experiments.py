@@ -218,7 +218,8 @@ def test_seeds_trained_on_different_machines_keep_their_own_threads_and_precisio
 @pytest.mark.parametrize("path", ROW_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_a_recorded_row_was_trained_by_todays_protocol(path):
     """A results file records the protocol object (settings and deviations) that trained it; when
-    the code's protocol for that row changes, the file is stale and this test says which."""
+    the settings the code's protocol gives that row change, the file is stale and this test says
+    which (a corrected poster column alone changes no setting: `protocol.same_training`)."""
     record = json.loads(path.read_text())
     if "protocol" not in record:
         # An older grid's file is kept for the record; it must never pass for today's protocol

@@ -133,6 +133,10 @@ def test_same_training_ignores_a_reworded_reason_but_not_a_setting():
     reworded = json.loads(json.dumps(today))
     reworded["deviations"][0]["reason"] = "said differently"
     assert P.same_training(reworded, today)
+    # A corrected poster column (a deviation that turns out to be none) trains no differently.
+    corrected = json.loads(json.dumps(today))
+    corrected["deviations"] = [d for d in corrected["deviations"] if d["setting"] != "heads"]
+    assert len(corrected["deviations"]) < len(today["deviations"]) and P.same_training(corrected, today)
     changed = json.loads(json.dumps(today))
     changed["settings"]["epochs"] = 4
     assert not P.same_training(changed, today) and not P.same_training(None, today)
@@ -188,3 +192,15 @@ def test_the_code_differences_from_the_authors_are_declared_and_printed():
     for c in P.CODE_DIFFERENCES:
         assert set(c) == {"what", "ours", "authors", "reason"} and all(c.values())
         assert c["what"] in text and c["reason"] in text
+
+
+def test_table1_heads_are_the_authors_classifier_and_table2_declares_its_own():
+    """The authors trained Table 1 with classifier.py (Dropout, Linear: the book's head) and
+    Table 2 with multitask_classifier.py (LeakyReLU first): only Table 2 departs."""
+    for profile in ("paper", "cpu"):
+        for name, row in P.TABLES["table1"].items():
+            assert P.poster_settings(row)["heads"] == "Dropout, Linear"
+            assert "heads" not in {d["setting"] for d in P.deviations(row, profile)}, (profile, name)
+        for name, row in P.TABLES["table2"].items():
+            dev = {d["setting"]: d for d in P.deviations(row, profile)}["heads"]
+            assert (dev["value"], dev["poster"]) == ("Dropout, Linear", "LeakyReLU, Dropout, Linear")
