@@ -362,3 +362,20 @@ def test_the_pilots_dev_set_is_held_out_of_the_training_file_and_never_the_repor
     from minbert_lib.errors import UsageError
     with pytest.raises(UsageError, match="hold out fewer"):
         mt.split_off(examples, 100, "sst-holdout")
+
+
+def test_chapter8_exercise1_solution_states_what_its_code_prints():
+    """The solution's prose quotes the step counts its (unexecuted) dropdown code prints; if a
+    schedule changes, the prose must change with it."""
+    import json
+    from pathlib import Path
+
+    full = schedules.summarize(schedules.schedule("rrobin-full", POSTER, 64))
+    prop = schedules.summarize(schedules.schedule("proportional", POSTER, 64))
+    stated = [f"{sum(d['steps'] for d in full.values()):,} steps",
+              f"takes {sum(d['steps'] for d in prop.values()):,} in all",
+              f"{prop['sts']['steps']} of them on STS", f"`rrobin-full`'s {full['sts']['steps']:,}",
+              f"({full['sts']['steps'] // prop['sts']['steps']} times as many)"]
+    nb = json.loads((Path(__file__).parents[1] / "notebooks" / "08_multitask.ipynb").read_text())
+    text = " ".join(" ".join(c["source"]) for c in nb["cells"]).replace("\n ", " ").replace("\n", " ")
+    assert [s for s in stated if s not in text] == []
