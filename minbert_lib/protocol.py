@@ -572,7 +572,8 @@ def same_training(recorded: dict, today: dict) -> bool:
 def trained_today(record: dict, table: str, row: str, profile: str) -> bool:
     """Whether a results file's record was trained the way `protocol` trains its row today; a
     row the table no longer declares never was. A file of an older grid is another experiment:
-    its numbers are shown marked, never compared or chosen from."""
+    its numbers are shown marked and never decide anything: a verdict that involves one (even
+    as the row a `verdicts.Pick` chose) is can't tell, and the best row is chosen without them."""
     spec = TABLES.get(table, {}).get(row)
     return spec is not None and same_training(record.get("protocol"), row_protocol(spec, profile))
 
