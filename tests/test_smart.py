@@ -188,17 +188,23 @@ def test_regularizer_vanishes_with_eps_without_dropout_and_has_a_floor_with_it()
     assert on[2] > 0.1 * on[0]
 
 
-def test_eval_mode_model_reuses_clean_output():
-    model = TinyClassifier(dropout=0.1).eval()
-    ids = batch()
-    embs, masks = model.embed(ids)
-    out = model.forward_from_embeddings(embs, masks)
+def _counting_forward(model):
+    """model.forward_from_embeddings, and the list it appends one item to on each call."""
     calls = []
 
     def f(e, m):
         calls.append(1)
         return model.forward_from_embeddings(e, m)
 
+    return f, calls
+
+
+def test_eval_mode_model_reuses_clean_output():
+    model = TinyClassifier(dropout=0.1).eval()
+    ids = batch()
+    embs, masks = model.embed(ids)
+    out = model.forward_from_embeddings(embs, masks)
+    f, calls = _counting_forward(model)
     adversarial_loss(f, embs, masks, out, "categorical", model=model, steps=1)
     assert len(calls) == 2  # one ascent pass, one perturbed pass: the clean pass is reused
     model.train()
@@ -320,12 +326,7 @@ def test_same_dropout_masks_vanish_with_eps_and_reuse_the_clean_pass():
     with pytest.raises(ValueError):  # the masks to replay must be given
         adversarial_loss(model.forward_from_embeddings, embs, masks, None, "categorical", model=model,
                          dropout_in_adversary="same")
-    calls = []
-
-    def f(e, m):
-        calls.append(1)
-        return model.forward_from_embeddings(e, m)
-
+    f, calls = _counting_forward(model)
     rng = capture_rng()
     out = model.forward_from_embeddings(embs, masks)
     adversarial_loss(f, embs, masks, out, "categorical", model=model, dropout_in_adversary="same", rng_state=rng)
@@ -403,12 +404,7 @@ def test_attention_dropout_alone_counts_as_active_dropout():
     ids = batch(B=8)
     embs, masks = model.embed(ids)
     out = model.forward_from_embeddings(embs, masks)
-    calls = []
-
-    def f(e, m):
-        calls.append(1)
-        return model.forward_from_embeddings(e, m)
-
+    f, calls = _counting_forward(model)
     adversarial_loss(f, embs, masks, out, "categorical", model=model, dropout_in_adversary=False)
     assert len(calls) == 3  # the reference is recomputed in eval mode
     with pytest.raises(ValueError):  # "same" needs the masks to replay
