@@ -46,7 +46,7 @@ def choose_profile(device: torch.device | None = None) -> tuple[Profile, str]:
         return get_profile(None), "from MINBERT_PROFILE"  # get_profile reads it and names it in errors
     if not name and on_colab() and device.type == "cuda":
         return get_profile("paper"), "Colab with a GPU; set MINBERT_PROFILE=quick for a quick read"
-    return get_profile("quick"), "the default; MINBERT_PROFILE=cpu or paper trains at full scale"
+    return get_profile("quick"), "the default; MINBERT_PROFILE=cpu trains the book's cpu grid, paper the poster's"
 
 
 def setup_chapter(seed: int = 0, threads: int | None = None) -> Chapter:
